@@ -1,0 +1,1 @@
+"""Qt-free core of napari-spoco: configuration, model, training and sample data."""

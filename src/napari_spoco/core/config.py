@@ -1,0 +1,224 @@
+"""Frozen, validated settings shared by the trainer, the widgets and the CLI.
+
+Every consumer (GUI, CLI, checkpoint files) builds these objects, so invalid
+values are rejected once, here, with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["LossConfig", "ModelConfig", "TrainConfig", "config_from_dict"]
+
+Norm = Literal["batch", "group", "instance"]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the U-Net embedding network.
+
+    Parameters
+    ----------
+    spatial_dims : int
+        2 for images (Y, X), 3 for volumes (Z, Y, X).
+    in_channels : int
+        Number of image channels the network reads.
+    embedding_dim : int
+        Length D of each pixel's embedding vector.
+    depth : int
+        Number of resolution levels (``depth - 1`` poolings).
+    base_features : int
+        Feature maps at the first level; doubled at every level.
+    norm : {"batch", "group", "instance"}
+        Normalisation layer; group norm suits the small batches of 3D.
+    groups : int
+        Groups for group norm.
+    anisotropic_pooling : bool
+        3D only: pool only Y and X at the first level, for stacks whose Z
+        spacing is much coarser than their pixel size.
+    """
+
+    spatial_dims: int = 2
+    in_channels: int = 1
+    embedding_dim: int = 16
+    depth: int = 4
+    base_features: int = 16
+    norm: Norm = "batch"
+    groups: int = 8
+    anisotropic_pooling: bool = False
+
+    def __post_init__(self) -> None:
+        _require(
+            self.spatial_dims in (2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims}"
+        )
+        _require(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
+        _require(self.embedding_dim >= 2, f"embedding_dim must be >= 2, got {self.embedding_dim}")
+        _require(1 <= self.depth <= 7, f"depth must be in 1..7, got {self.depth}")
+        _require(self.base_features >= 1, f"base_features must be >= 1, got {self.base_features}")
+        _require(
+            self.norm in ("batch", "group", "instance"),
+            f"norm must be 'batch', 'group' or 'instance', got {self.norm!r}",
+        )
+        if self.norm == "group":
+            _require(
+                self.base_features % self.groups == 0,
+                f"base_features ({self.base_features}) must be divisible by groups ({self.groups})",
+            )
+
+    @property
+    def pooling_factors(self) -> tuple[tuple[int, ...], ...]:
+        """Down-sampling factor per axis for each of the ``depth - 1`` poolings."""
+        factors = []
+        for level in range(self.depth - 1):
+            if self.spatial_dims == 3 and self.anisotropic_pooling and level == 0:
+                factors.append((1, 2, 2))
+            else:
+                factors.append((2,) * self.spatial_dims)
+        return tuple(factors)
+
+    @property
+    def size_divisor(self) -> tuple[int, ...]:
+        """Input sizes must be multiples of this per axis (the model pads otherwise)."""
+        divisor = [1] * self.spatial_dims
+        for factor in self.pooling_factors:
+            divisor = [d * f for d, f in zip(divisor, factor, strict=True)]
+        return tuple(divisor)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights and margins of the SPOCO objective (see docs/method.md).
+
+    ``background_id`` is the label value of optional background scribbles:
+    those pixels form one labeled object and leave the unlabeled set.
+    ``sparse=False`` means dense ground truth, where 0 is background (an object).
+    """
+
+    delta_v: float = 0.5
+    delta_d: float = 2.0
+    kernel_threshold: float = 0.9
+    pull_weight: float = 1.0
+    push_weight: float = 1.0
+    regularizer_weight: float = 0.001
+    instance_weight: float = 1.0
+    unlabeled_push_weight: float = 1.0
+    consistency_weight: float = 1.0
+    consistency_anchors: int = 10
+    consistency_min_fraction: float = 0.05
+    sparse: bool = True
+    background_id: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.delta_v > 0, f"delta_v must be > 0, got {self.delta_v}")
+        _require(
+            self.delta_d > self.delta_v,
+            f"delta_d must exceed delta_v, got delta_d={self.delta_d}, delta_v={self.delta_v}",
+        )
+        _require(
+            0 < self.kernel_threshold < 1,
+            f"kernel_threshold must lie in (0, 1), got {self.kernel_threshold}",
+        )
+        for name in (
+            "pull_weight",
+            "push_weight",
+            "regularizer_weight",
+            "instance_weight",
+            "unlabeled_push_weight",
+            "consistency_weight",
+        ):
+            value = getattr(self, name)
+            _require(value >= 0, f"{name} must be >= 0, got {value}")
+        _require(
+            self.consistency_anchors >= 1,
+            f"consistency_anchors must be >= 1, got {self.consistency_anchors}",
+        )
+        _require(
+            0 <= self.consistency_min_fraction < 1,
+            f"consistency_min_fraction must lie in [0, 1), got {self.consistency_min_fraction}",
+        )
+        if self.background_id is not None:
+            _require(
+                self.background_id >= 1, f"background_id must be >= 1, got {self.background_id}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs besides the data.
+
+    ``patch_shape`` is per spatial axis; ``object_scale`` is the factor the
+    images are resized by before training (prediction applies the same).
+    ``learning_rate=None`` picks 1e-3 for a new network and a tenth of that when
+    fine-tuning a saved one (the ratio the paper recommends).
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    iterations: int = 1000
+    batch_size: int = 4
+    patch_shape: tuple[int, ...] = (256, 256)
+    learning_rate: float | None = None
+    weight_decay: float = 1e-5
+    ema_momentum: float = 0.99
+    object_fraction: float = 0.75
+    object_scale: float = 1.0
+    seed: int = 0
+    report_every: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch_shape", tuple(int(s) for s in self.patch_shape))
+        _require(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
+        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _require(
+            len(self.patch_shape) == self.model.spatial_dims,
+            f"patch_shape {self.patch_shape} must have {self.model.spatial_dims} axes",
+        )
+        _require(
+            all(s >= 8 for s in self.patch_shape),
+            f"patch_shape must be >= 8 per axis, got {self.patch_shape}",
+        )
+        _require(
+            self.learning_rate is None or self.learning_rate > 0,
+            f"learning_rate must be > 0, got {self.learning_rate}",
+        )
+        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _require(
+            0 <= self.ema_momentum < 1, f"ema_momentum must lie in [0, 1), got {self.ema_momentum}"
+        )
+        _require(
+            0 <= self.object_fraction <= 1,
+            f"object_fraction must lie in [0, 1], got {self.object_fraction}",
+        )
+        _require(self.object_scale > 0, f"object_scale must be > 0, got {self.object_scale}")
+        _require(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible form, stored in checkpoints."""
+        return dataclasses.asdict(self)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a :class:`TrainConfig` from :meth:`TrainConfig.to_dict` output.
+
+    Unknown keys are rejected so that a file written by a newer version fails
+    loudly instead of silently dropping settings.
+    """
+    data = dict(data)
+    model = ModelConfig(**_known(ModelConfig, data.pop("model", {})))
+    loss = LossConfig(**_known(LossConfig, data.pop("loss", {})))
+    return TrainConfig(model=model, loss=loss, **_known(TrainConfig, data))
+
+
+def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} settings: {sorted(unknown)}")
+    return dict(values)

@@ -1,0 +1,86 @@
+"""Bring raw microscopy arrays into the form the network reads.
+
+The network sees float32 (C, *spatial) arrays, each channel normalised by its
+own percentiles, so that images from different microscopes, bit depths and
+exposure settings land in the same intensity range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
+
+__all__ = ["normalize_percentile", "prepare_image", "rescale_spatial"]
+
+
+def normalize_percentile(
+    image: ArrayLike, *, low: float = 1.0, high: float = 99.8
+) -> NDArray[np.float32]:
+    """Map each channel's ``low``/``high`` percentiles to 0/1 (values may exceed [0, 1]).
+
+    Parameters
+    ----------
+    image : array_like, shape (C, *spatial)
+        Channel-first image.
+
+    Returns
+    -------
+    ndarray of float32, same shape
+        Normalised image; a constant channel becomes all zeros.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    flat = image.reshape(image.shape[0], -1)
+    lo, hi = np.percentile(flat, [low, high], axis=1)
+    scale = np.where(hi - lo > 1e-12, hi - lo, 1.0).astype(np.float32)
+    shape = (-1,) + (1,) * (image.ndim - 1)
+    return (image - lo.reshape(shape).astype(np.float32)) / scale.reshape(shape)
+
+
+def prepare_image(
+    image: ArrayLike, *, spatial_dims: int, channel_axis: int | None = None
+) -> NDArray[np.float32]:
+    """Return ``image`` as normalised float32 (C, *spatial).
+
+    Parameters
+    ----------
+    image : array_like
+        (Y, X) or (Z, Y, X) single-channel, or with one extra channel axis.
+    spatial_dims : int
+        2 or 3.
+    channel_axis : int, optional
+        Axis holding channels; ``None`` means the image has no channel axis.
+
+    Raises
+    ------
+    ValueError
+        If the number of axes does not match ``spatial_dims`` and ``channel_axis``.
+    """
+    image = np.asarray(image)
+    expected = spatial_dims + (channel_axis is not None)
+    if image.ndim != expected:
+        what = "with" if channel_axis is not None else "without"
+        raise ValueError(
+            f"expected a {spatial_dims}D image {what} a channel axis ({expected} axes), "
+            f"got shape {image.shape}"
+        )
+    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
+        raise TypeError(f"image must hold real numbers, got dtype {image.dtype}")
+    image = image[np.newaxis] if channel_axis is None else np.moveaxis(image, channel_axis, 0)
+    return normalize_percentile(image)
+
+
+def rescale_spatial(array: NDArray, factor: float, *, order: int, channel_first: bool) -> NDArray:
+    """Resize the Y and X axes of ``array`` by ``factor`` (Z, if any, is kept).
+
+    The object-size hint rescales images so that objects match the network's
+    receptive field; Z is left alone because stacks are usually coarse in Z.
+    ``order`` 0 (nearest) is for labels, 1 (linear) for images and embeddings.
+    """
+    if factor == 1.0:
+        return array
+    zoom = [1.0] * array.ndim
+    zoom[-1] = zoom[-2] = factor
+    if channel_first:
+        zoom[0] = 1.0
+    return ndimage.zoom(array, zoom, order=order, mode="nearest", grid_mode=True)

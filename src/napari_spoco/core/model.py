@@ -1,0 +1,106 @@
+"""U-Net that maps an image to a D-dimensional embedding per pixel or voxel.
+
+Architecture as in the SPOCO paper: DoubleConv blocks (norm → 3×3 conv →
+ReLU, twice), max-pool down, nearest-neighbour up + concatenation, and a final
+1×1 convolution to ``embedding_dim`` channels. Inputs of any size work: the
+forward pass pads to the down-sampling factor and crops back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+__all__ = ["EmbeddingUNet", "build_model"]
+
+
+def _norm_layer(config: ModelConfig, channels: int) -> nn.Module:
+    dims = config.spatial_dims
+    if config.norm == "batch":
+        return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(channels)
+    if config.norm == "instance":
+        return (nn.InstanceNorm2d if dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
+    return nn.GroupNorm(min(config.groups, channels), channels)
+
+
+class _DoubleConv(nn.Sequential):
+    """Two norm → conv → ReLU units; the first norm sees the raw input channels."""
+
+    def __init__(self, config: ModelConfig, in_channels: int, out_channels: int) -> None:
+        conv = nn.Conv2d if config.spatial_dims == 2 else nn.Conv3d
+        layers: list[nn.Module] = []
+        for channels_in in (in_channels, out_channels):
+            # Group norm needs channels divisible by groups: skip it on the raw input.
+            if config.norm != "group" or channels_in % config.groups == 0:
+                layers.append(_norm_layer(config, channels_in))
+            layers += [conv(channels_in, out_channels, 3, padding=1, bias=False), nn.ReLU(True)]
+        super().__init__(*layers)
+
+
+class EmbeddingUNet(nn.Module):
+    """U-Net embedding network, 2D or 3D.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Architecture settings.
+
+    Examples
+    --------
+    >>> net = EmbeddingUNet(ModelConfig(depth=3, base_features=8))
+    >>> net(torch.zeros(1, 1, 37, 50)).shape
+    torch.Size([1, 16, 37, 50])
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        widths = [config.base_features * 2**level for level in range(config.depth)]
+        self.encoders = nn.ModuleList()
+        channels = config.in_channels
+        for width in widths:
+            self.encoders.append(_DoubleConv(config, channels, width))
+            channels = width
+        self.decoders = nn.ModuleList(
+            _DoubleConv(config, widths[level] + widths[level + 1], widths[level])
+            for level in reversed(range(config.depth - 1))
+        )
+        conv = nn.Conv2d if config.spatial_dims == 2 else nn.Conv3d
+        self.head = conv(widths[0], config.embedding_dim, 1)
+        pool = nn.MaxPool2d if config.spatial_dims == 2 else nn.MaxPool3d
+        self.pools = nn.ModuleList(pool(factor) for factor in config.pooling_factors)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Embed ``image`` shaped (B, C, *spatial) into (B, D, *spatial)."""
+        spatial = image.shape[2:]
+        divisor = self.config.size_divisor
+        padding: list[int] = []
+        for size, div in zip(reversed(spatial), reversed(divisor), strict=True):
+            padding += [0, (-size) % div]
+        x = F.pad(image, padding, mode="reflect" if _can_reflect(spatial, padding) else "replicate")
+        skips = []
+        for level, encoder in enumerate(self.encoders):
+            if level > 0:
+                x = self.pools[level - 1](x)
+            x = encoder(x)
+            skips.append(x)
+        for decoder, skip in zip(self.decoders, reversed(skips[:-1]), strict=True):
+            x = F.interpolate(x, size=skip.shape[2:], mode="nearest")
+            x = decoder(torch.cat([skip, x], dim=1))
+        embeddings = self.head(x)
+        crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
+        return embeddings[crop]
+
+
+def _can_reflect(spatial: torch.Size, padding: list[int]) -> bool:
+    """Reflect padding needs the pad to be smaller than the axis it pads."""
+    pads_per_axis = padding[1::2][::-1]
+    return all(pad < size for pad, size in zip(pads_per_axis, spatial, strict=True))
+
+
+def build_model(config: ModelConfig) -> EmbeddingUNet:
+    """Create a freshly initialised embedding network for ``config``."""
+    return EmbeddingUNet(config)

@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from napari_spoco.core.config import ModelConfig
+from napari_spoco.core.model import build_model
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "instance"])
+@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (2, 1, 37, 50), (1, 1, 9, 9)])
+def test_2d_any_size_gives_same_spatial_shape(norm, shape):
+    model = build_model(ModelConfig(depth=4, base_features=8, norm=norm))
+    out = model(torch.randn(shape))
+    assert out.shape == (shape[0], 16, *shape[2:])
+    assert torch.isfinite(out).all()
+
+
+def test_3d_anisotropic_pooling_keeps_thin_stacks():
+    config = ModelConfig(
+        spatial_dims=3, depth=3, base_features=8, norm="group", anisotropic_pooling=True
+    )
+    assert config.size_divisor == (2, 4, 4)
+    out = build_model(config)(torch.randn(1, 1, 5, 30, 33))
+    assert out.shape == (1, 16, 5, 30, 33)
+
+
+def test_multichannel_input_and_embedding_dim():
+    model = build_model(ModelConfig(in_channels=3, embedding_dim=8, depth=2, base_features=4))
+    assert model(torch.randn(1, 3, 20, 20)).shape == (1, 8, 20, 20)
+
+
+def test_default_is_a_small_cpu_network():
+    model = build_model(ModelConfig())
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 2e5 < n_params < 2e6
+    assert len(model.encoders) == 4
+
+
+def test_gradients_reach_every_parameter():
+    model = build_model(ModelConfig(depth=3, base_features=8))
+    model(torch.randn(2, 1, 32, 32)).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"spatial_dims": 4}, {"depth": 0}, {"norm": "layer"}, {"norm": "group", "base_features": 12}],
+)
+def test_invalid_architecture_is_rejected(kwargs):
+    with pytest.raises(ValueError):
+        ModelConfig(**kwargs)

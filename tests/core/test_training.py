@@ -1,0 +1,156 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from napari_spoco.core.checkpoint import load_checkpoint, load_model, save_checkpoint
+from napari_spoco.core.config import ModelConfig, TrainConfig
+from napari_spoco.core.device import available_devices, resolve_device
+from napari_spoco.core.training import FINE_TUNE_LR, NEW_MODEL_LR, Trainer
+
+SMALL = TrainConfig(
+    model=ModelConfig(depth=2, base_features=8),
+    iterations=3,
+    batch_size=2,
+    patch_shape=(48, 48),
+)
+
+
+def _trainer(blobs, config=SMALL, **kwargs):
+    image, labels = blobs
+    sparse = np.where(np.isin(labels, [1, 2, 3]), labels, 0)
+    trainer = Trainer(config, device="cpu", **kwargs)
+    trainer.set_data([image], [sparse])
+    return trainer
+
+
+def test_same_seed_gives_the_same_run(blobs):
+    first = [r.losses for r in _collect(_trainer(blobs))]
+    second = [r.losses for r in _collect(_trainer(blobs))]
+    assert first == second
+    assert all(np.isfinite(list(losses.values())).all() for losses in first)
+
+
+def _collect(trainer, iterations=None):
+    records = []
+    trainer.run(iterations, callback=records.append)
+    return records
+
+
+def test_stop_then_resume_keeps_optimizer_and_teacher(blobs):
+    trainer = _trainer(blobs)
+    generator = trainer.steps(5)
+    next(generator)
+    trainer.request_stop()
+    with pytest.raises(StopIteration) as finished:
+        next(generator)
+    result = finished.value.value
+    assert result.stopped and result.steps_done == 1 and trainer.step == 1
+    teacher_before = [p.clone() for p in trainer.teacher.parameters()]
+    adam_steps = float(trainer.optimizer.state[next(iter(trainer.model.parameters()))]["step"])
+    assert trainer.run(2).steps_done == 2 and trainer.step == 3
+    assert trainer.optimizer.state[next(iter(trainer.model.parameters()))]["step"] == adam_steps + 2
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(teacher_before, trainer.teacher.parameters(), strict=True)
+    )
+
+
+def test_teacher_is_an_exponential_moving_average(blobs):
+    trainer = _trainer(blobs)
+    old_teacher = [p.clone() for p in trainer.teacher.parameters()]
+    trainer.run(1)
+    m = SMALL.ema_momentum
+    for old, teacher, student in zip(
+        old_teacher, trainer.teacher.parameters(), trainer.model.parameters(), strict=True
+    ):
+        torch.testing.assert_close(teacher, m * old + (1 - m) * student)
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+
+
+def test_new_annotations_sent_into_a_running_generator_are_used(blobs):
+    image, labels = blobs
+    trainer = _trainer(blobs)
+    generator = trainer.steps(3)
+    next(generator)
+    assert trainer._sampler.n_objects == 3
+    generator.send(([image], [labels]))
+    assert trainer._sampler.n_objects == labels.max()
+
+
+def test_bad_data_is_rejected_with_a_reason(blobs):
+    image, labels = blobs
+    trainer = Trainer(SMALL, device="cpu")
+    with pytest.raises(ValueError, match="nothing is annotated"):
+        trainer.set_data([image], [np.zeros_like(labels)])
+    with pytest.raises(ValueError, match="does not match"):
+        trainer.set_data([image], [labels[:10]])
+    with pytest.raises(ValueError, match="channel"):
+        trainer.set_data([np.stack([image, image])], [labels], channel_axis=0)
+    with pytest.raises(RuntimeError, match="set_data"):
+        next(trainer.steps())
+
+
+def test_checkpoint_round_trip_and_fine_tuning(blobs, tmp_path):
+    trainer = _trainer(blobs)
+    trainer.run(checkpoint_path=tmp_path / "model.pt")
+    assert trainer.learning_rate == NEW_MODEL_LR
+    checkpoint = load_checkpoint(tmp_path / "model.pt")
+    assert checkpoint.step == 3 and len(checkpoint.history) == 3
+    assert checkpoint.config.model == SMALL.model
+
+    resumed = _trainer(
+        blobs,
+        config=TrainConfig(iterations=2, batch_size=2, patch_shape=(48, 48)),
+        checkpoint=checkpoint,
+    )
+    assert resumed.config.model == SMALL.model  # architecture comes from the file
+    assert resumed.learning_rate == FINE_TUNE_LR
+    for a, b in zip(
+        resumed.model.state_dict().values(), trainer.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+    resumed.run()
+    assert resumed.step == 5 and len(resumed.history) == 5
+
+    model = load_model(tmp_path / "model.pt")
+    x = torch.randn(1, 1, 32, 32)
+    trainer.model.eval()
+    torch.testing.assert_close(model(x), trainer.model(x))
+
+
+def test_foreign_and_damaged_files_give_clear_errors(tmp_path):
+    (tmp_path / "text.pt").write_text("not a model")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with open(tmp_path / "evil.pt", "wb") as stream:
+        pickle.dump(Exception("arbitrary object"), stream)
+    for name in ("text.pt", "other.pt", "evil.pt"):
+        with pytest.raises(ValueError, match="not a napari-spoco model file"):
+            load_checkpoint(tmp_path / name)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_interrupted_save_keeps_the_previous_file(blobs, tmp_path, monkeypatch):
+    trainer = _trainer(blobs)
+    path = save_checkpoint(tmp_path / "model.pt", trainer.checkpoint())
+    before = path.read_bytes()
+
+    def failing_save(obj, stream):
+        stream.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, trainer.checkpoint())
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_devices():
+    assert available_devices()[-1] == "cpu"
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(None) == torch.device(available_devices()[0])
+    with pytest.raises(ValueError, match="not available"):
+        resolve_device("cuda:7")
