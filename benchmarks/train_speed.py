@@ -9,7 +9,7 @@ measured in one run are comparable, absolute seconds less so).
 
 Usage::
 
-    python benchmarks/train_speed.py [--steps 20] [--threads 2] [--out benchmarks/train_speed.json]
+    python benchmarks/train_speed.py [--steps 20] [--threads 2] [--out PATH.json]
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--out", default="benchmarks/train_speed.json")
+    parser.add_argument("--out", default="benchmarks/results/train_speed.json")
     args = parser.parse_args()
 
     context = multiprocessing.get_context("spawn")

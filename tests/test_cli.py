@@ -17,6 +17,9 @@ def test_demo_writes_model_annotation_and_picture(tmp_path):
     assert 5 < len(np.unique(annotation)) - 1 < 30
     assert imread(tmp_path / "embeddings_rgb.png").shape == (512, 512, 3)
     assert len(json.loads((tmp_path / "history.json").read_text())) == 2
+    instances = tifffile.imread(tmp_path / "instances.tif")
+    assert instances.shape == (512, 512) and instances.dtype == np.uint32
+    assert set(json.loads((tmp_path / "scores.json").read_text())) >= {"ap50", "sbd", "abs_dic"}
 
 
 def test_bad_arguments_give_a_one_line_error_and_nonzero_exit(tmp_path):

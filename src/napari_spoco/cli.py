@@ -18,14 +18,16 @@ logger = logging.getLogger("napari_spoco")
 
 
 def _demo(args: argparse.Namespace) -> None:
-    """Train on the bundled nuclei image with a sparse annotation and save what it learned."""
+    """Train on the bundled nuclei sample from a sparse annotation, segment it, score it."""
     import numpy as np
     import tifffile
     from skimage.io import imsave
 
     from .core.annotation import keep_fraction_of_objects
+    from .core.clustering import segment
     from .core.config import TrainConfig
     from .core.image import prepare_image
+    from .core.metrics import evaluate
     from .core.prediction import predict_embeddings
     from .core.sample_data import load_nuclei_2d
     from .core.training import Trainer
@@ -59,10 +61,19 @@ def _demo(args: argparse.Namespace) -> None:
     embeddings = predict_embeddings(
         trainer.model, prepare_image(image, spatial_dims=2), device=trainer.device
     )
+    instances = segment(embeddings, foreground="auto")
+    scores = evaluate(ground_truth, instances)
+    logger.info(
+        "%d instances (ground truth: %d); AP@0.5 %.3f, SBD %.3f, |DiC| %d",
+        instances.max(), len(np.unique(ground_truth)) - 1, scores["ap50"], scores["sbd"],
+        scores["abs_dic"],
+    )  # fmt: skip
+    tifffile.imwrite(out / "instances.tif", instances)
+    (out / "scores.json").write_text(json.dumps(scores, indent=1))
     tifffile.imwrite(out / "annotation.tif", annotation)
     imsave(out / "embeddings_rgb.png", (embeddings_to_rgb(embeddings) * 255).astype(np.uint8))
     (out / "history.json").write_text(json.dumps(trainer.history, indent=1))
-    logger.info("wrote model.pt, annotation.tif, embeddings_rgb.png and history.json to %s", out)
+    logger.info("wrote model, annotation, embeddings, instances, scores and history to %s", out)
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -154,3 +154,19 @@ def test_devices():
     assert resolve_device(None) == torch.device(available_devices()[0])
     with pytest.raises(ValueError, match="not available"):
         resolve_device("cuda:7")
+
+
+def test_multichannel_images_train_with_a_matching_network(blobs):
+    image, labels = blobs
+    two_channels = np.stack(
+        [image, image[::-1]], axis=-1
+    )  # (Y, X, C) as napari shows RGB-like data
+    config = TrainConfig(
+        model=ModelConfig(in_channels=2, depth=2, base_features=8),
+        iterations=2,
+        batch_size=2,
+        patch_shape=(48, 48),
+    )
+    trainer = Trainer(config, device="cpu")
+    trainer.set_data([two_channels], [labels], channel_axis=-1)
+    assert trainer.run().steps_done == 2
