@@ -26,9 +26,8 @@ def _demo(args: argparse.Namespace) -> None:
     from .core.annotation import keep_fraction_of_objects
     from .core.clustering import segment
     from .core.config import TrainConfig
-    from .core.image import prepare_image
     from .core.metrics import evaluate
-    from .core.prediction import predict_embeddings
+    from .core.prediction import predict_image
     from .core.sample_data import load_nuclei_2d
     from .core.training import Trainer
     from .core.visualize import embeddings_to_rgb
@@ -58,8 +57,8 @@ def _demo(args: argparse.Namespace) -> None:
             )
 
     trainer.run(callback=report, checkpoint_path=out / "model.pt")
-    embeddings = predict_embeddings(
-        trainer.model, prepare_image(image, spatial_dims=2), device=trainer.device
+    embeddings = predict_image(
+        trainer.model, image, object_scale=config.object_scale, device=trainer.device
     )
     instances = segment(embeddings, foreground="auto")
     scores = evaluate(ground_truth, instances)

@@ -5,7 +5,12 @@ from scipy import ndimage
 
 from napari_spoco.core.config import ModelConfig
 from napari_spoco.core.model import build_model
-from napari_spoco.core.prediction import _axis_windows, _tile_starts, predict_embeddings
+from napari_spoco.core.prediction import (
+    _axis_windows,
+    _tile_starts,
+    predict_embeddings,
+    predict_image,
+)
 
 
 def _model(seed: int = 0, **settings) -> torch.nn.Module:
@@ -257,3 +262,15 @@ def test_bad_image_values_are_rejected():
         predict_embeddings(model, image)
     with pytest.raises(ValueError, match="must not be empty"):
         predict_embeddings(model, np.zeros((1, 0, 32), np.float32))
+
+
+def test_predict_image_applies_the_training_scale_and_returns_full_size():
+    model = build_model(ModelConfig(depth=2, base_features=4))
+    image = np.random.default_rng(0).random((50, 61, 3)).astype(np.float32) * 1000
+    with pytest.raises(ValueError, match="channel"):
+        predict_image(model, image, channel_axis=-1)
+    model = build_model(ModelConfig(depth=2, base_features=4, in_channels=3))
+    full = predict_image(model, image, channel_axis=-1)
+    half = predict_image(model, image, channel_axis=-1, object_scale=0.5)
+    assert full.shape == half.shape == (16, 50, 61)
+    assert not np.allclose(full, half)  # the network really saw a resized image

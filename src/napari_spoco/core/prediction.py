@@ -23,10 +23,12 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 import torch
+from scipy import ndimage
 
+from .image import prepare_image, rescale_spatial
 from .model import EmbeddingUNet
 
-__all__ = ["DEFAULT_TILE_SHAPE", "predict_embeddings"]
+__all__ = ["DEFAULT_TILE_SHAPE", "predict_embeddings", "predict_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -285,3 +287,50 @@ def _accumulate(
             progress(first + len(batch), len(grid))
     embeddings /= weights
     return embeddings
+
+
+def predict_image(
+    model: EmbeddingUNet,
+    image: npt.ArrayLike,
+    *,
+    object_scale: float = 1.0,
+    channel_axis: int | None = None,
+    **tiling: object,
+) -> npt.NDArray[np.float32]:
+    """Embed a raw image the way the model was trained to see it.
+
+    Normalises ``image``, resizes it by ``object_scale`` (the factor the
+    training images were resized by, ``TrainConfig.object_scale``), runs
+    :func:`predict_embeddings` and resizes the embeddings back, so that they
+    line up with the image the user sees.
+
+    Parameters
+    ----------
+    model : EmbeddingUNet
+        Trained network.
+    image : array_like
+        Raw (Y, X) or (Z, Y, X) image, or with a channel axis at ``channel_axis``.
+    object_scale : float
+        Y/X resize factor used in training.
+    channel_axis : int, optional
+        Axis holding channels, ``None`` for single-channel images.
+    **tiling
+        ``tile_shape``, ``overlap``, ``batch_size``, ``device``, ``progress``
+        of :func:`predict_embeddings`.
+
+    Returns
+    -------
+    ndarray of float32, shape (D, *spatial)
+        Embeddings at the image's own size.
+    """
+    prepared = prepare_image(
+        image, spatial_dims=model.config.spatial_dims, channel_axis=channel_axis
+    )
+    scaled = rescale_spatial(prepared, object_scale, order=1, channel_first=True)
+    embeddings = predict_embeddings(model, scaled, **tiling)
+    if embeddings.shape[1:] == prepared.shape[1:]:
+        return embeddings
+    zoom = [1.0] + [
+        full / small for full, small in zip(prepared.shape[1:], scaled.shape[1:], strict=True)
+    ]
+    return ndimage.zoom(embeddings, zoom, order=1, mode="nearest", grid_mode=True)
