@@ -7,7 +7,6 @@ the core and reports failures as one line with a non-zero exit status.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -18,61 +17,16 @@ logger = logging.getLogger("napari_spoco")
 
 
 def _demo(args: argparse.Namespace) -> None:
-    """Train on the bundled nuclei sample from a sparse annotation, segment it, score it."""
-    import numpy as np
-    import tifffile
-    from skimage.io import imsave
+    """Run the demo on the bundled sample (see :mod:`napari_spoco.demo`)."""
+    from .demo import run_demo
 
-    from .core.annotation import keep_fraction_of_objects
-    from .core.clustering import segment
-    from .core.config import TrainConfig
-    from .core.metrics import evaluate
-    from .core.prediction import predict_image
-    from .core.sample_data import load_nuclei_2d
-    from .core.training import Trainer
-    from .core.visualize import embeddings_to_rgb
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    image, ground_truth = load_nuclei_2d()
-    annotation = keep_fraction_of_objects(ground_truth, args.fraction, seed=args.seed)
-    n_objects = len(np.unique(annotation)) - 1
-    logger.info(
-        "sample image %s: %d of %d nuclei annotated",
-        image.shape,
-        n_objects,
-        len(np.unique(ground_truth)) - 1,
+    run_demo(
+        Path(args.out),
+        iterations=args.iterations,
+        fraction=args.fraction,
+        seed=args.seed,
+        device=args.device,
     )
-    config = TrainConfig(iterations=args.iterations, patch_shape=(128, 128), seed=args.seed)
-    trainer = Trainer(config, device=args.device)
-    trainer.set_data([image], [annotation])
-
-    def report(record) -> None:
-        if record.step % 25 == 0 or record.step == args.iterations:
-            logger.info(
-                "step %4d  loss %.3f  %.2f s/step",
-                record.step,
-                record.losses["total"],
-                record.seconds_per_step,
-            )
-
-    trainer.run(callback=report, checkpoint_path=out / "model.pt")
-    embeddings = predict_image(
-        trainer.model, image, object_scale=config.object_scale, device=trainer.device
-    )
-    instances = segment(embeddings, foreground="auto")
-    scores = evaluate(ground_truth, instances)
-    logger.info(
-        "%d instances (ground truth: %d); AP@0.5 %.3f, SBD %.3f, |DiC| %d",
-        instances.max(), len(np.unique(ground_truth)) - 1, scores["ap50"], scores["sbd"],
-        scores["abs_dic"],
-    )  # fmt: skip
-    tifffile.imwrite(out / "instances.tif", instances)
-    (out / "scores.json").write_text(json.dumps(scores, indent=1))
-    tifffile.imwrite(out / "annotation.tif", annotation)
-    imsave(out / "embeddings_rgb.png", (embeddings_to_rgb(embeddings) * 255).astype(np.uint8))
-    (out / "history.json").write_text(json.dumps(trainer.history, indent=1))
-    logger.info("wrote model, annotation, embeddings, instances, scores and history to %s", out)
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from napari_spoco.core.config import ModelConfig
-from napari_spoco.core.model import build_model
+from napari_spoco.core.model import build_model, split_output
 
 
 @pytest.mark.parametrize("norm", ["batch", "group", "instance"])
@@ -48,3 +48,26 @@ def test_gradients_reach_every_parameter():
 def test_invalid_architecture_is_rejected(kwargs):
     with pytest.raises(ValueError):
         ModelConfig(**kwargs)
+
+
+def test_heads_add_output_channels_that_split_off():
+    config = ModelConfig(depth=2, base_features=8, foreground_head=True, distance_head=True)
+    assert config.heads == ("foreground", "distance") and config.output_channels == 18
+    out = build_model(config)(torch.randn(2, 1, 24, 24))
+    embeddings, heads = split_output(out, config, axis=1)
+    assert embeddings.shape == (2, 16, 24, 24)
+    assert {name: tuple(h.shape) for name, h in heads.items()} == {
+        "foreground": (2, 24, 24),
+        "distance": (2, 24, 24),
+    }
+    single, single_heads = split_output(out[0].detach().numpy(), config)
+    assert single.shape == (16, 24, 24) and single_heads["distance"].shape == (24, 24)
+    with pytest.raises(ValueError, match="channels"):
+        split_output(out[:, :16], config, axis=1)
+
+
+def test_model_without_heads_keeps_the_original_layout():
+    # Model files written before the heads existed must still load.
+    plain = build_model(ModelConfig(depth=2, base_features=8))
+    assert plain.extra_heads is None
+    assert not any(key.startswith("extra_heads") for key in plain.state_dict())

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["keep_fraction_of_objects"]
+__all__ = [
+    "keep_fraction_of_objects",
+    "median_object_diameter",
+    "next_free_id",
+    "object_ids",
+    "promote_instance",
+]
 
 
 def keep_fraction_of_objects(
@@ -40,3 +46,82 @@ def keep_fraction_of_objects(
     count = min(len(ids), max(minimum, round(fraction * len(ids))))
     kept = np.random.default_rng(seed).choice(ids, size=count, replace=False)
     return np.where(np.isin(labels, kept), labels, 0).astype(labels.dtype)
+
+
+def object_ids(labels: ArrayLike, *, background_id: int | None = None) -> NDArray:
+    """Sorted ids of the annotated objects (0 and the background id excluded).
+
+    Examples
+    --------
+    >>> object_ids([[0, 3], [7, 3]], background_id=7).tolist()
+    [3]
+    """
+    ids = np.unique(np.asarray(labels))
+    return ids[(ids != 0) & (ids != (background_id if background_id is not None else 0))]
+
+
+def next_free_id(labels: ArrayLike, *, background_id: int | None = None) -> int:
+    """Smallest id above every object and the background id: the id for a new object.
+
+    Examples
+    --------
+    >>> next_free_id([[0, 3], [1, 0]])
+    4
+    >>> next_free_id([[0, 0]], background_id=5)
+    6
+    """
+    labels = np.asarray(labels)
+    highest = int(labels.max()) if labels.size else 0
+    return max(highest, background_id or 0) + 1
+
+
+def median_object_diameter(labels: ArrayLike, *, background_id: int | None = None) -> float | None:
+    """Median equivalent diameter (pixels, in Y/X) of the annotated objects; None without any.
+
+    The object-size hint rescales Y and X only, so for 3D labels each object
+    counts with its largest Y/X cross-section.
+
+    Examples
+    --------
+    >>> disc = np.add.outer(np.arange(-5, 6) ** 2, np.arange(-5, 6) ** 2) <= 25
+    >>> round(median_object_diameter(disc.astype(int)), 1)
+    10.2
+    """
+    labels = np.asarray(labels)
+    ids = object_ids(labels, background_id=background_id)
+    if ids.size == 0:
+        return None
+    objects = np.where(np.isin(labels, ids), labels, 0)
+    if labels.ndim == 2:
+        areas = np.bincount(objects.ravel())[ids]
+    else:
+        planes = objects.reshape(-1, *objects.shape[-2:])
+        per_plane = np.stack([np.bincount(p.ravel(), minlength=ids.max() + 1) for p in planes])
+        areas = per_plane.max(axis=0)[ids]
+    return float(np.median(2 * np.sqrt(areas / np.pi)))
+
+
+def promote_instance(
+    annotation: NDArray, instances: ArrayLike, instance_id: int, new_id: int
+) -> int:
+    """Copy predicted instance ``instance_id`` into ``annotation`` (in place) as ``new_id``.
+
+    Only pixels that are not annotated yet are written, so promoting never
+    overwrites what the user painted. Returns the number of pixels written.
+
+    Examples
+    --------
+    >>> annotation = np.array([[0, 0], [2, 0]])
+    >>> promote_instance(annotation, np.array([[5, 5], [5, 0]]), 5, 3), annotation.tolist()
+    (2, [[3, 3], [2, 0]])
+    """
+    instances = np.asarray(instances)
+    if instances.shape != annotation.shape:
+        raise ValueError(
+            f"instances shape {instances.shape} does not match annotation shape {annotation.shape}"
+        )
+    if instance_id == 0:
+        raise ValueError("instance id 0 is background, not an instance")
+    target = (instances == instance_id) & (annotation == 0)
+    annotation[target] = new_id
+    return int(target.sum())

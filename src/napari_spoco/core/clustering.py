@@ -30,7 +30,13 @@ from ._mutex import (
 from .config import LossConfig
 from .visualize import embeddings_to_rgb
 
-__all__ = ["METHODS", "embeddings_to_rgb", "foreground_probability", "segment"]
+__all__ = [
+    "METHODS",
+    "embeddings_to_rgb",
+    "foreground_probability",
+    "remove_small_segments",
+    "segment",
+]
 
 #: Method-specific keywords of :func:`segment` and their defaults.
 _METHOD_PARAMS: dict[str, dict[str, Any]] = {
@@ -140,7 +146,7 @@ def segment(
     labels = labels.astype(np.intp, copy=False)
     if mask is None and remove_background:
         labels = drop_background_segments(labels, embeddings, delta_d)
-    return _remove_small_and_relabel(labels, min_size)
+    return remove_small_segments(labels, min_size)
 
 
 def foreground_probability(
@@ -276,8 +282,8 @@ def _positive_ints(
 
 
 # --------------------------------------------------------------------------- post-processing
-def _remove_small_and_relabel(labels: NDArray[np.intp], min_size: int) -> NDArray[np.uint32]:
-    """Zero segments below ``min_size`` pixels, then number the rest 1..n."""
+def remove_small_segments(labels: NDArray[np.integer], min_size: int) -> NDArray[np.uint32]:
+    """Zero segments below ``min_size`` pixels, then number the rest 1..n (uint32)."""
     from skimage.segmentation import relabel_sequential
 
     counts = np.bincount(labels.ravel())

@@ -10,7 +10,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["LossConfig", "ModelConfig", "TrainConfig", "config_from_dict"]
+__all__ = [
+    "MODEL_PRESETS",
+    "REFERENCE_DIAMETER",
+    "LossConfig",
+    "ModelConfig",
+    "SegmentConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "object_scale_for_diameter",
+]
 
 Norm = Literal["batch", "group", "instance"]
 
@@ -43,6 +52,11 @@ class ModelConfig:
     anisotropic_pooling : bool
         3D only: pool only Y and X at the first level, for stacks whose Z
         spacing is much coarser than their pixel size.
+    foreground_head : bool
+        One more output channel: the logit of "this pixel belongs to an object".
+    distance_head : bool
+        One more output channel: the logit of the normalised inner distance
+        (1 at an object's centre, falling to 0 at its border and outside).
     """
 
     spatial_dims: int = 2
@@ -53,6 +67,8 @@ class ModelConfig:
     norm: Norm = "batch"
     groups: int = 8
     anisotropic_pooling: bool = False
+    foreground_head: bool = False
+    distance_head: bool = False
 
     def __post_init__(self) -> None:
         _require(
@@ -71,6 +87,23 @@ class ModelConfig:
                 self.base_features % self.groups == 0,
                 f"base_features ({self.base_features}) must be divisible by groups ({self.groups})",
             )
+
+    @property
+    def output_channels(self) -> int:
+        """Channels the network outputs: the embedding, then one per enabled head."""
+        return self.embedding_dim + len(self.heads)
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """Names of the enabled extra outputs, in channel order after the embedding."""
+        return tuple(
+            name
+            for name, enabled in (
+                ("foreground", self.foreground_head),
+                ("distance", self.distance_head),
+            )
+            if enabled
+        )
 
     @property
     def pooling_factors(self) -> tuple[tuple[int, ...], ...]:
@@ -99,6 +132,12 @@ class LossConfig:
     ``background_id`` is the label value of optional background scribbles:
     those pixels form one labeled object and leave the unlabeled set.
     ``sparse=False`` means dense ground truth, where 0 is background (an object).
+
+    The heads (see :class:`ModelConfig`) are trained on known pixels only:
+    annotated objects are positive, background scribbles and the unannotated
+    pixels within ``ring_width`` of an annotated object are negative. That ring
+    assumes objects are separated by background (nuclei, sparse cells); set it
+    to 0 for tissue where objects touch everywhere.
     """
 
     delta_v: float = 0.5
@@ -110,6 +149,9 @@ class LossConfig:
     instance_weight: float = 1.0
     unlabeled_push_weight: float = 1.0
     consistency_weight: float = 1.0
+    foreground_weight: float = 1.0
+    distance_weight: float = 1.0
+    ring_width: int = 2
     consistency_anchors: int = 10
     consistency_min_fraction: float = 0.05
     sparse: bool = True
@@ -132,6 +174,9 @@ class LossConfig:
             "instance_weight",
             "unlabeled_push_weight",
             "consistency_weight",
+            "foreground_weight",
+            "distance_weight",
+            "ring_width",
         ):
             value = getattr(self, name)
             _require(value >= 0, f"{name} must be >= 0, got {value}")
@@ -202,6 +247,95 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible form, stored in checkpoints."""
         return dataclasses.asdict(self)
+
+
+#: Network sizes offered by the GUI and the CLI (``--size``): depth and width of the U-Net.
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "small": {"depth": 3, "base_features": 16},
+    "medium": {"depth": 4, "base_features": 16},
+    "large": {"depth": 5, "base_features": 32},
+}
+
+#: Object diameter (pixels) the default network is sized for: a 4-level U-Net
+#: sees about 90 pixels, a few objects across with their context.
+REFERENCE_DIAMETER = 24.0
+
+
+def object_scale_for_diameter(diameter: float | None) -> float:
+    """Resize factor that brings objects of ``diameter`` pixels to :data:`REFERENCE_DIAMETER`.
+
+    Examples
+    --------
+    >>> object_scale_for_diameter(48)
+    0.5
+    >>> object_scale_for_diameter(None)
+    1.0
+    """
+    if diameter is None:
+        return 1.0
+    _require(diameter > 0, f"object diameter must be > 0 pixels, got {diameter}")
+    return REFERENCE_DIAMETER / float(diameter)
+
+
+FOREGROUND_SOURCES = ("head", "embedding", "none")
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """How a prediction becomes instances (see ``core.inference.segment_prediction``).
+
+    Parameters
+    ----------
+    method : str
+        Clustering method of :func:`napari_spoco.core.clustering.segment`.
+    foreground : {"head", "embedding", "none"}
+        Where the foreground mask comes from: the model's foreground head
+        (falls back to "embedding" for models without one), the embedding
+        mode, or nowhere (cluster every pixel, drop the largest segment).
+    foreground_threshold : float
+        Foreground-head probability above which a pixel is foreground.
+    delta_d : float, optional
+        Push margin the clustering assumes. ``None``: twice the margin the
+        model was trained with, which suits briefly trained networks whose
+        objects are not yet compact (docs/segmentation.md).
+    seed_threshold : float, optional
+        Inner-distance value above which a pixel is an object core; a cluster
+        holding several cores is split between them (models with a distance
+        head only). ``None`` switches the split off.
+    min_size : int
+        Instances with fewer pixels are removed.
+    params : dict
+        Method-specific settings of ``segment`` (e.g. ``strides``).
+    """
+
+    method: str = "mutex_watershed"
+    foreground: str = "head"
+    foreground_threshold: float = 0.5
+    delta_d: float | None = None
+    seed_threshold: float | None = 0.4
+    min_size: int = 16
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from .clustering import METHODS
+
+        _require(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
+        _require(
+            self.foreground in FOREGROUND_SOURCES,
+            f"foreground must be one of {FOREGROUND_SOURCES}, got {self.foreground!r}",
+        )
+        _require(
+            0 < self.foreground_threshold < 1,
+            f"foreground_threshold must lie in (0, 1), got {self.foreground_threshold}",
+        )
+        _require(
+            self.delta_d is None or self.delta_d > 0, f"delta_d must be > 0, got {self.delta_d}"
+        )
+        _require(
+            self.seed_threshold is None or 0 < self.seed_threshold < 1,
+            f"seed_threshold must lie in (0, 1), got {self.seed_threshold}",
+        )
+        _require(self.min_size >= 0, f"min_size must be >= 0, got {self.min_size}")
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -2,19 +2,25 @@
 
 Architecture as in the SPOCO paper: DoubleConv blocks (norm → 3×3 conv →
 ReLU, twice), max-pool down, nearest-neighbour up + concatenation, and a final
-1×1 convolution to ``embedding_dim`` channels. Inputs of any size work: the
-forward pass pads to the down-sampling factor and crops back.
+1×1 convolution to ``embedding_dim`` channels, followed by one channel per
+optional head (foreground, inner distance; logits). Inputs of any size work:
+the forward pass pads to the down-sampling factor and crops back.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
 
-__all__ = ["EmbeddingUNet", "build_model"]
+__all__ = ["EmbeddingUNet", "build_model", "split_output"]
+
+T = TypeVar("T", torch.Tensor, np.ndarray)
 
 
 def _norm_layer(config: ModelConfig, channels: int) -> nn.Module:
@@ -70,11 +76,22 @@ class EmbeddingUNet(nn.Module):
         )
         conv = nn.Conv2d if config.spatial_dims == 2 else nn.Conv3d
         self.head = conv(widths[0], config.embedding_dim, 1)
+        # The heads get a 3x3 layer of their own: as a linear read-out of the
+        # features the embedding terms shape, they learned too slowly.
+        self.extra_heads = (
+            nn.Sequential(
+                conv(widths[0], widths[0], 3, padding=1),
+                nn.ReLU(True),
+                conv(widths[0], len(config.heads), 1),
+            )
+            if config.heads
+            else None
+        )
         pool = nn.MaxPool2d if config.spatial_dims == 2 else nn.MaxPool3d
         self.pools = nn.ModuleList(pool(factor) for factor in config.pooling_factors)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Embed ``image`` shaped (B, C, *spatial) into (B, D, *spatial)."""
+        """Map ``image`` (B, C, *spatial) to (B, D + heads, *spatial), see :func:`split_output`."""
         spatial = image.shape[2:]
         divisor = self.config.size_divisor
         padding: list[int] = []
@@ -91,6 +108,8 @@ class EmbeddingUNet(nn.Module):
             x = F.interpolate(x, size=skip.shape[2:], mode="nearest")
             x = decoder(torch.cat([skip, x], dim=1))
         embeddings = self.head(x)
+        if self.extra_heads is not None:
+            embeddings = torch.cat([embeddings, self.extra_heads(x)], dim=1)
         crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
         return embeddings[crop]
 
@@ -104,3 +123,37 @@ def _can_reflect(spatial: torch.Size, padding: list[int]) -> bool:
 def build_model(config: ModelConfig) -> EmbeddingUNet:
     """Create a freshly initialised embedding network for ``config``."""
     return EmbeddingUNet(config)
+
+
+def split_output(output: T, config: ModelConfig, axis: int = 0) -> tuple[T, dict[str, T]]:
+    """Split network output into the embedding and a logit map per head.
+
+    Parameters
+    ----------
+    output : torch.Tensor or numpy.ndarray
+        Network output with ``config.output_channels`` channels on ``axis``.
+    config : ModelConfig
+        Architecture that produced it.
+    axis : int
+        Channel axis: 0 for one image (C, *spatial), 1 for a batch.
+
+    Returns
+    -------
+    embeddings : same type as ``output``
+        The first ``config.embedding_dim`` channels.
+    heads : dict of str to the same type
+        Each head's channel (axis removed), keyed by :attr:`ModelConfig.heads`.
+    """
+    if output.shape[axis] != config.output_channels:
+        raise ValueError(
+            f"expected {config.output_channels} channels on axis {axis}, "
+            f"got shape {tuple(output.shape)}"
+        )
+    index = [slice(None)] * output.ndim
+    index[axis] = slice(0, config.embedding_dim)
+    embeddings = output[tuple(index)]
+    heads = {}
+    for offset, name in enumerate(config.heads):
+        index[axis] = config.embedding_dim + offset
+        heads[name] = output[tuple(index)]
+    return embeddings, heads

@@ -262,7 +262,7 @@ def _accumulate(
 ) -> npt.NDArray[np.float32]:
     """Run the tiles batch by batch and blend them into one embedding array."""
     spatial = image.shape[1:]
-    embeddings = np.zeros((model.config.embedding_dim, *spatial), dtype=np.float32)
+    embeddings = np.zeros((model.config.output_channels, *spatial), dtype=np.float32)
     weights = np.zeros(spatial, dtype=np.float32)
     windows = [_axis_windows(axis_starts, t) for axis_starts, t in zip(starts, tile, strict=True)]
     grid = list(itertools.product(*(range(len(s)) for s in starts)))

@@ -26,9 +26,10 @@ from .augment import photometric_augment
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import TrainConfig
 from .device import resolve_device
+from .heads import head_losses
 from .image import prepare_image, rescale_spatial
 from .losses import spoco_loss
-from .model import EmbeddingUNet, build_model
+from .model import EmbeddingUNet, build_model, split_output
 from .sampling import PatchSampler
 
 __all__ = ["TrainRecord", "TrainResult", "Trainer"]
@@ -254,19 +255,23 @@ class Trainer:
         labels = labels.to(self.device)
         self.model.train()
         self.teacher.train()
+        model_config, loss_config = self.config.model, self.config.loss
         with torch.autocast(self.device.type, enabled=self._use_amp):
-            student = self.model(student_view)
+            student, heads = split_output(self.model(student_view).float(), model_config, axis=1)
             teacher = None
-            if self.config.loss.consistency_weight > 0:
+            if loss_config.consistency_weight > 0:
                 with torch.no_grad():
-                    teacher = self.teacher(teacher_view)
+                    teacher = split_output(self.teacher(teacher_view), model_config, axis=1)[0]
         losses = spoco_loss(
-            student.float(),
+            student,
             labels,
-            self.config.loss,
+            loss_config,
             teacher=None if teacher is None else teacher.float(),
             generator=self._generator,
         )
+        for name, value in head_losses(heads, labels, loss_config).items():
+            losses[name] = value
+            losses["total"] = losses["total"] + getattr(loss_config, f"{name}_weight") * value
         self.optimizer.zero_grad(set_to_none=True)
         self._scaler.scale(losses["total"]).backward()
         self._scaler.step(self.optimizer)
