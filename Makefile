@@ -1,5 +1,6 @@
 # Set-up and everyday commands for napari-spoco.
-#   make demo   set up .venv and run the demo on the bundled sample data (headless without a display)
+#   make demo   set up .venv and run the demo on the bundled sample data: napari opens with the
+#               SPOCO panel (headless on a virtual display when there is none; results in demo_output/)
 #   make test   set up .venv (and, on Linux, the virtual display) and run the tests
 #   make lint   ruff check + ruff format --check
 #   make clean  remove build output and caches (keeps .venv; `make distclean` removes it too)
@@ -23,13 +24,16 @@ SYSTEM_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb
 	libxcb-xinerama0 libxcb-randr0 libxcb-shape0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 \
 	libgl1 libegl1 libglib2.0-0 libfontconfig1 libdbus-1-3
 
-# The demo needs a screen: on Linux without one, run it on a virtual display.
+# The demo opens napari with the sample and the SPOCO panel, paints, trains and segments.
+# Without a screen (Linux) it runs headless on a virtual display and writes demo_output/.
 DEMO_DEPS :=
 DEMO_WRAP :=
+DEMO_ARGS := --out demo_output
 ifeq ($(UNAME_S),Linux)
 ifeq ($(strip $(DISPLAY)$(WAYLAND_DISPLAY)),)
 DEMO_DEPS := system-deps
-DEMO_WRAP := env -u QT_QPA_PLATFORM xvfb-run -a -s "-screen 0 1280x1024x24"
+DEMO_WRAP := env -u QT_QPA_PLATFORM xvfb-run -a -s "-screen 0 1600x1200x24"
+DEMO_ARGS := --headless --out demo_output
 endif
 endif
 
@@ -86,7 +90,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 demo: venv $(DEMO_DEPS)
-	$(DEMO_WRAP) $(BIN)/napari-spoco demo --out demo_output
+	$(DEMO_WRAP) $(BIN)/napari-spoco demo $(DEMO_ARGS)
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis demo_output

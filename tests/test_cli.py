@@ -3,19 +3,29 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tifffile
+import zarr
 from skimage.io import imread
 
 from napari_spoco.cli import main
 from napari_spoco.core.checkpoint import load_checkpoint
+from napari_spoco.core.config import MODEL_PRESETS
 
 
-def test_demo_writes_model_annotation_and_picture(tmp_path):
-    assert main(["demo", "--out", str(tmp_path), "--iterations", "2", "--device", "cpu"]) == 0
+def test_headless_demo_runs_the_panel_and_writes_screenshot_and_instances(tmp_path):
+    """The whole loop through the real widgets in a viewer that is not shown (needs a display)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_spoco", "demo", "--headless", "--out", str(tmp_path),
+         "--iterations", "2", "--device", "cpu"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    screenshot = imread(tmp_path / "screenshot.png")
+    assert screenshot.shape[0] > 600 and screenshot.shape[1] > 1000  # the window, not the canvas
     assert load_checkpoint(tmp_path / "model.pt").step == 2
     annotation = tifffile.imread(tmp_path / "annotation.tif")
     assert 5 < len(np.unique(annotation)) - 1 < 30
-    assert imread(tmp_path / "embeddings_rgb.png").shape == (512, 512, 3)
     assert len(json.loads((tmp_path / "history.json").read_text())) == 2
     instances = tifffile.imread(tmp_path / "instances.tif")
     assert instances.shape == (512, 512) and instances.dtype == np.uint32
@@ -49,3 +59,478 @@ def test_bad_arguments_give_a_one_line_error_and_nonzero_exit(tmp_path):
         timeout=120,
     )
     assert result.returncode == 1 and "not available" in result.stderr
+
+
+# --------------------------------------------------------------------------- commands
+
+FAST = [
+    "--iterations",
+    "3",
+    "--size",
+    "small",
+    "--patch",
+    "64",
+    "64",
+    "--batch-size",
+    "2",
+    "--device",
+    "cpu",
+    "-q",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Two annotated images, one to segment with its ground truth, and a trained model."""
+    from napari_spoco.core.annotation import keep_fraction_of_objects
+    from napari_spoco.core.sample_data import load_nuclei_2d
+
+    folder = tmp_path_factory.mktemp("cli")
+    image, truth = load_nuclei_2d()
+    crops = {
+        "A": (slice(0, 128), slice(0, 128)),
+        "B": (slice(128, 256), slice(0, 128)),
+        "C": (slice(0, 128), slice(256, 416)),
+    }
+    for name, crop in crops.items():
+        tifffile.imwrite(folder / f"{name}.tif", image[crop])
+        tifffile.imwrite(folder / f"{name}_ann.tif", keep_fraction_of_objects(truth[crop], 0.3))
+        tifffile.imwrite(folder / f"{name}_gt.tif", truth[crop])
+    args = [
+        "train",
+        "--images",
+        *(str(folder / f"{n}.tif") for n in "AB"),
+        "--labels",
+        *(str(folder / f"{n}_ann.tif") for n in "AB"),
+        "--out",
+        str(folder / "model.pt"),
+        "--seed",
+        "0",
+        *FAST,
+    ]
+    assert main(args) == 0
+    return folder
+
+
+def _error(capsys, argv, command):
+    """Run ``argv``; expect exit status 1 and a single error line on stderr."""
+    assert main(argv) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"napari-spoco {command}: error: "), lines
+    return lines[0]
+
+
+def test_train_writes_model_and_history_beside_it(data):
+    checkpoint = load_checkpoint(data / "model.pt")
+    small = MODEL_PRESETS["small"]
+    assert checkpoint.step == 3 and checkpoint.config.model.depth == small["depth"]
+    history = json.loads((data / "model_history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 3]
+    rows = (data / "model_history.csv").read_text().splitlines()
+    assert rows[0].startswith("step,") and "loss_total" in rows[0] and len(rows) == 4
+
+
+def test_fine_tuning_starts_from_the_model_with_a_tenth_of_the_learning_rate(data, tmp_path):
+    argv = [
+        "train",
+        "--images",
+        str(data / "C.tif"),
+        "--labels",
+        str(data / "C_ann.tif"),
+        "--out",
+        str(tmp_path / "tuned.pt"),
+        "--from",
+        str(data / "model.pt"),
+        "--object-size",
+        "48",
+        *FAST,
+    ]
+    assert main(argv) == 0
+    tuned = load_checkpoint(tmp_path / "tuned.pt")
+    assert tuned.step == 6 and len(tuned.history) == 6  # continues the start model's history
+    assert tuned.config.learning_rate == pytest.approx(1e-4)
+    assert tuned.config.object_scale == pytest.approx(0.5)  # 24 px reference / 48 px
+
+
+def test_pretrain_learns_from_unlabeled_images_and_feeds_fine_tuning(data, tmp_path):
+    argv = [
+        "pretrain",
+        "--images",
+        str(data / "A.tif"),
+        str(data / "B.tif"),
+        "--out",
+        str(tmp_path / "pre.pt"),
+        *FAST,
+    ]
+    assert main(argv) == 0
+    pre = load_checkpoint(tmp_path / "pre.pt")
+    assert pre.config.loss.pull_weight == 0 and pre.config.loss.consistency_weight == 1
+    assert all(h["loss_consistency"] > 0 for h in pre.history)
+    argv = [
+        "train",
+        "--images",
+        str(data / "A.tif"),
+        "--labels",
+        str(data / "A_ann.tif"),
+        "--out",
+        str(tmp_path / "tuned.pt"),
+        "--from",
+        str(tmp_path / "pre.pt"),
+        *FAST,
+    ]
+    assert main(argv) == 0
+    assert load_checkpoint(tmp_path / "tuned.pt").config.loss.pull_weight == 1
+
+
+def test_predict_segment_and_evaluate(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [
+        "predict",
+        "--model",
+        str(data / "model.pt"),
+        "--images",
+        str(data / "C.tif"),
+        "--out",
+        str(out),
+        "--embeddings",
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+    instances = tifffile.imread(out / "C_instances.tif")
+    assert instances.shape == (128, 160) and instances.dtype == np.uint32
+    assert sorted(p.name for p in out.iterdir()) == ["C_embeddings.zarr", "C_instances.tif"]
+    argv = [
+        "segment",
+        "--embeddings",
+        str(out / "C_embeddings.zarr"),
+        "--out",
+        str(tmp_path / "seg"),
+        "--method",
+        "hdbscan",
+        "--foreground",
+        "none",
+    ]
+    assert main(argv) == 0
+    assert tifffile.imread(tmp_path / "seg" / "C_instances.tif").shape == (128, 160)
+    capsys.readouterr()
+    argv = [
+        "evaluate",
+        "--pred",
+        str(data / "C_gt.tif"),
+        str(out / "C_instances.tif"),
+        "--gt",
+        str(data / "C_gt.tif"),
+        str(data / "C_gt.tif"),
+        "--out",
+        str(tmp_path / "scores.csv"),
+    ]
+    assert main(argv) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["image", "SBD", "|DiC|", "AP@0.5", "mAP", "ARand"]
+    assert table[1].split()[1:4] == ["1.000", "0.000", "1.000"]  # ground truth vs itself
+    assert table[-1].split()[0] == "mean" and len(table) == 4
+    rows = (tmp_path / "scores.csv").read_text().splitlines()
+    assert rows[0].startswith("image,sbd,abs_dic,ap50,map,arand") and len(rows) == 4
+
+
+def test_predict_block_wise_on_zarr_writes_zarr(data, tmp_path):
+    image = tifffile.imread(data / "C.tif")
+    source = zarr.create_array(
+        tmp_path / "D.zarr", shape=image.shape, chunks=(32, 32), dtype=image.dtype
+    )
+    source[...] = image
+    argv = [
+        "predict",
+        "--model",
+        str(data / "model.pt"),
+        "--images",
+        str(tmp_path / "D.zarr"),
+        "--out",
+        str(tmp_path / "out"),
+        "--block-shape",
+        "64",
+        "64",
+        "--embeddings",
+        "-q",
+    ]
+    assert main(argv) == 0
+    labels = zarr.open_array(tmp_path / "out" / "D_instances.zarr")
+    assert labels.shape == image.shape and labels.dtype == np.uint32 and labels.chunks == (64, 64)
+    # 16 embedding channels, then the foreground and distance heads
+    assert zarr.open_array(tmp_path / "out" / "D_embeddings.zarr").shape == (18, *image.shape)
+
+
+def test_bioimageio_export_and_import_commands(data, tmp_path):
+    pytest.importorskip("bioimageio.core")
+    package = tmp_path / "model.zip"
+    argv = [
+        "export-bioimageio",
+        "--model",
+        str(data / "model.pt"),
+        "--test-image",
+        str(data / "C.tif"),
+        "--out",
+        str(package),
+    ]
+    assert main(argv) == 0 and package.is_file()
+    assert (
+        main(["import-bioimageio", "--package", str(package), "--out", str(tmp_path / "back.pt")])
+        == 0
+    )
+    assert load_checkpoint(tmp_path / "back.pt").config == load_checkpoint(data / "model.pt").config
+    out = tmp_path / "out"
+    argv = ["predict", "--model", str(package), "--images", str(data / "C.tif"), "--out", str(out)]
+    assert main(argv) == 0 and (out / "C_instances.tif").is_file()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_unreadable_files_fail_with_one_line(data, tmp_path, capsys):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"this is not an image")
+    line = _error(
+        capsys,
+        [
+            "train",
+            "--images",
+            str(broken),
+            "--labels",
+            str(broken),
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+        "train",
+    )
+    assert "broken.tif" in line
+    _error(
+        capsys,
+        [
+            "predict",
+            "--model",
+            str(broken),
+            "--images",
+            str(data / "C.tif"),
+            "--out",
+            str(tmp_path),
+        ],
+        "predict",
+    )
+    _error(
+        capsys,
+        [
+            "predict",
+            "--model",
+            str(data / "model.pt"),
+            "--images",
+            str(tmp_path / "missing.tif"),
+            "--out",
+            str(tmp_path),
+        ],
+        "predict",
+    )
+    _error(
+        capsys,
+        [
+            "evaluate",
+            "--pred",
+            str(broken),
+            "--gt",
+            str(data / "C_gt.tif"),
+            "--out",
+            str(tmp_path / "s.csv"),
+        ],
+        "evaluate",
+    )
+    _error(
+        capsys, ["segment", "--embeddings", str(data / "C.tif"), "--out", str(tmp_path)], "segment"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.tif"]
+
+
+def test_mismatched_shapes_fail_with_one_line(data, tmp_path, capsys):
+    line = _error(
+        capsys,
+        [
+            "train",
+            "--images",
+            str(data / "C.tif"),
+            "--labels",
+            str(data / "A_ann.tif"),
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+        "train",
+    )
+    assert "A_ann.tif has shape (128, 128)" in line and "(128, 160)" in line
+    _error(
+        capsys,
+        [
+            "train",
+            "--images",
+            str(data / "A.tif"),
+            str(data / "B.tif"),
+            "--labels",
+            str(data / "A_ann.tif"),
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+        "train",
+    )
+    _error(
+        capsys,
+        [
+            "evaluate",
+            "--pred",
+            str(data / "C_gt.tif"),
+            "--gt",
+            str(data / "A_gt.tif"),
+            "--out",
+            str(tmp_path / "s.csv"),
+        ],
+        "evaluate",
+    )
+    assert not list(tmp_path.iterdir())
+
+
+def test_wrong_channel_count_fails_with_one_line(data, tmp_path, capsys):
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8))
+    line = _error(
+        capsys,
+        [
+            "predict",
+            "--model",
+            str(data / "model.pt"),
+            "--images",
+            str(rgb),
+            "--channel-axis",
+            "-1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        "predict",
+    )
+    assert "reads 1 channel(s), the image has 3" in line
+    labels = tmp_path / "rgb_ann.tif"
+    tifffile.imwrite(labels, np.ones((64, 64), np.uint8))
+    line = _error(
+        capsys,
+        [
+            "train",
+            "--images",
+            str(rgb),
+            "--labels",
+            str(labels),
+            "--channel-axis",
+            "-1",
+            "--from",
+            str(data / "model.pt"),
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+        "train",
+    )
+    assert "1-channel" in line and "3-channel" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rgb.tif", "rgb_ann.tif"]
+
+
+def test_empty_annotations_fail_with_one_line(data, tmp_path, capsys):
+    empty = tmp_path / "empty.tif"
+    tifffile.imwrite(empty, np.zeros((128, 128), np.uint16))
+    line = _error(
+        capsys,
+        [
+            "train",
+            "--images",
+            str(data / "A.tif"),
+            "--labels",
+            str(empty),
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+        "train",
+    )
+    assert "nothing is annotated" in line
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_interrupted_training_leaves_no_finished_looking_file(data, tmp_path, monkeypatch, capsys):
+    from napari_spoco.core.training import Trainer
+
+    original = Trainer._train_step
+
+    def interrupted(self, lr):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return original(self, lr)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupted)
+    argv = [
+        "train",
+        "--images",
+        str(data / "A.tif"),
+        "--labels",
+        str(data / "A_ann.tif"),
+        "--out",
+        str(tmp_path / "model.pt"),
+        *FAST,
+    ]
+    assert main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no model, no history, no temporary file
+
+
+def test_interrupted_block_wise_prediction_leaves_no_zarr(data, tmp_path, monkeypatch):
+    from napari_spoco import bigdata
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return segment_prediction(*args, **kwargs)
+
+    segment_prediction = bigdata.segment_prediction
+    monkeypatch.setattr(bigdata, "segment_prediction", interrupted)
+    argv = [
+        "predict",
+        "--model",
+        str(data / "model.pt"),
+        "--images",
+        str(data / "C.tif"),
+        "--out",
+        str(tmp_path),
+        "--block-shape",
+        "32",
+        "32",
+        "--n-threads",
+        "1",
+        "-q",
+    ]
+    assert main(argv) == 130
+    assert len(calls) == 3 and not list(tmp_path.iterdir())
+
+
+def test_python_m_runs_the_cli_and_reports_errors_on_one_line(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "napari_spoco",
+            "evaluate",
+            "--pred",
+            str(tmp_path / "no.tif"),
+            "--gt",
+            str(tmp_path / "no.tif"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"napari-spoco evaluate: error: no such file or folder: {tmp_path / 'no.tif'}"
+    ]

@@ -1,5 +1,7 @@
-"""Command line: ``napari-spoco demo`` (and ``python -m napari_spoco``).
+"""Command line: ``napari-spoco COMMAND`` (also ``python -m napari_spoco COMMAND``).
 
+Commands: ``train``, ``pretrain``, ``predict``, ``segment``, ``evaluate``,
+``export-bioimageio``, ``import-bioimageio`` and ``demo`` (docs/cli.md).
 A thin adapter: it parses arguments, builds the core's config objects, runs
 the core and reports failures as one line with a non-zero exit status.
 """
@@ -15,34 +17,197 @@ __all__ = ["main"]
 
 logger = logging.getLogger("napari_spoco")
 
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+
 
 def _demo(args: argparse.Namespace) -> None:
     """Run the demo on the bundled sample (see :mod:`napari_spoco.demo`)."""
     from .demo import run_demo
 
+    if not 0 < args.fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1], got {args.fraction}")
+    from .core.device import resolve_device
+
+    resolve_device(args.device)  # an unavailable device fails here, before a window opens
     run_demo(
         Path(args.out),
         iterations=args.iterations,
         fraction=args.fraction,
         seed=args.seed,
         device=args.device,
+        headless=args.headless,
     )
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from . import _commands as run
+
     parser = argparse.ArgumentParser(prog="napari-spoco", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model on images and sparse annotations")
+    _add_images(train)
+    train.add_argument(
+        "--labels", nargs="+", required=True, metavar="PATH",
+        help="sparse annotations, one per image (0 = not annotated, k >= 1 = object k)",
+    )  # fmt: skip
+    _add_training(train)
+    train.add_argument(
+        "--from", dest="from_model", metavar="MODEL",
+        help="fine-tune this model (.pt file or bioimage.io package); learning rate ÷10",
+    )  # fmt: skip
+    train.add_argument(
+        "--background-id", type=int, metavar="ID",
+        help="label value of background scribbles (default: none)",
+    )  # fmt: skip
+    train.set_defaults(handler=run.train)
+
+    pretrain = commands.add_parser(
+        "pretrain", help="self-supervised training (consistency term only) on unlabeled images"
+    )
+    _add_images(pretrain)
+    _add_training(pretrain)
+    pretrain.set_defaults(handler=run.pretrain)
+
+    predict = commands.add_parser("predict", help="segment images with a trained model")
+    predict.add_argument("--model", required=True, help="model file (.pt) or bioimage.io package")
+    _add_images(predict)
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument(
+        "--embeddings", action="store_true", help="also write NAME_embeddings.zarr"
+    )
+    predict.add_argument("--device", default="auto", help="cuda:N, mps, cpu or auto")
+    predict.add_argument("--tile", type=int, nargs="+", metavar="N", help="tile shape per axis")
+    _add_segmentation(predict)
+    _add_blocks(predict)
+    predict.set_defaults(handler=run.predict)
+
+    segment = commands.add_parser("segment", help="cluster saved embeddings into instances")
+    segment.add_argument(
+        "--embeddings", nargs="+", required=True, metavar="PATH",
+        help="NAME_embeddings.zarr written by predict --embeddings",
+    )  # fmt: skip
+    segment.add_argument("--out", required=True, help="output folder")
+    _add_segmentation(segment)
+    _add_blocks(segment)
+    segment.set_defaults(handler=run.segment)
+
+    evaluate = commands.add_parser("evaluate", help="score instances against ground truth")
+    evaluate.add_argument("--pred", nargs="+", required=True, metavar="PATH", help="predictions")
+    evaluate.add_argument("--gt", nargs="+", required=True, metavar="PATH", help="ground truth")
+    evaluate.add_argument("--out", default="scores.csv", help="CSV file (default: scores.csv)")
+    evaluate.set_defaults(handler=run.evaluate)
+
+    export = commands.add_parser("export-bioimageio", help="write a model as a bioimage.io zip")
+    export.add_argument("--model", required=True, help="model file (.pt)")
+    export.add_argument(
+        "--test-image", required=True, help="image to cut the test input/output pair from"
+    )
+    export.add_argument("--out", required=True, help="package to write, e.g. model.zip")
+    export.add_argument("--channel-axis", type=int, help="channel axis of the test image")
+    export.add_argument("--name", default="napari-spoco embedding model", help="model name")
+    export.add_argument("--author", nargs="+", default=["napari-spoco user"], help="author names")
+    export.add_argument("--license", default="CC-BY-4.0", help="SPDX licence id")
+    export.add_argument(
+        "--no-validate", action="store_true", help="skip bioimageio.core's test_model"
+    )
+    export.set_defaults(handler=run.export_bioimageio)
+
+    imported = commands.add_parser(
+        "import-bioimageio", help="turn a napari-spoco bioimage.io package into a model file"
+    )
+    imported.add_argument("--package", required=True, help="bioimage.io zip, folder or rdf.yaml")
+    imported.add_argument("--out", required=True, help="model file to write (.pt)")
+    imported.set_defaults(handler=run.import_bioimageio)
+
     demo = commands.add_parser(
-        "demo", help="train on the bundled sample with 10 %% of nuclei annotated"
+        "demo",
+        help="open napari with the sample, paint 10 %% of the nuclei, train and segment "
+        "(--headless: in a hidden viewer, write the results and exit)",
     )
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     demo.add_argument("--iterations", type=int, default=300, help="training steps (default: 300)")
     demo.add_argument("--fraction", type=float, default=0.1, help="share of nuclei annotated")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--device", default="auto", help="cuda:N, mps, cpu or auto")
+    demo.add_argument(
+        "--headless",
+        action="store_true",
+        help="do not show the viewer; write screenshot.png, instances.tif and more to --out "
+        "and exit (without a display run it under xvfb-run -a)",
+    )
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _add_images(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--images", nargs="+", required=True, metavar="PATH",
+        help="TIFF files, zarr / OME-Zarr arrays, or folders of them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--channel-axis", type=int, metavar="AXIS", help="axis holding channels (default: none)"
+    )
+
+
+def _add_training(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="model file to write (.pt)")
+    parser.add_argument("--iterations", type=int, default=1000, help="steps (default: 1000)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: 1e-3, fine-tuning 1e-4)")
+    parser.add_argument("--batch-size", type=int, default=4, help="patches per step (default: 4)")
+    parser.add_argument(
+        "--patch", type=int, nargs="+", metavar="N",
+        help="patch shape per axis (default: 128 128, or 16 128 128 in 3D)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--object-size", type=float, metavar="PX",
+        help="typical object diameter in pixels; images are resized so that objects "
+        "measure 24 px (default: no resizing)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--size", choices=("small", "medium", "large"), default="medium",
+        help="network size preset (default: medium)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-heads", action="store_true",
+        help="train the embedding only, without the foreground and inner-distance outputs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--anisotropic", action="store_true", help="3D: do not pool Z at the first level"
+    )
+    parser.add_argument("--device", default="auto", help="cuda:N, mps, cpu or auto")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_segmentation(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--method", default="mutex_watershed",
+        choices=("mutex_watershed", "hdbscan", "mean_shift"), help="clustering method",
+    )  # fmt: skip
+    parser.add_argument(
+        "--foreground", default="head", choices=("head", "embedding", "none"),
+        help="foreground mask from the model's head, the embedding, or none",
+    )  # fmt: skip
+    parser.add_argument("--foreground-threshold", type=float, default=0.5, metavar="P")
+    parser.add_argument("--seed-threshold", type=float, default=0.4, metavar="D")
+    parser.add_argument("--delta-d", type=float, metavar="D", help="clustering margin")
+    parser.add_argument("--min-size", type=int, default=16, metavar="PX", help="smallest object")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_blocks(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--block-shape", type=int, nargs="+", metavar="N",
+        help="work block-wise with these blocks (automatic for zarr and very large images)",
+    )  # fmt: skip
+    parser.add_argument("--halo", type=int, nargs="+", metavar="N", help="block overlap per axis")
+    parser.add_argument("--n-threads", type=int, help="threads of the local dask scheduler")
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS", help="dask.distributed scheduler, e.g. tcp://host:8786"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args)
     except (ValueError, TypeError, FileNotFoundError, OSError) as error:
-        print(f"napari-spoco {args.command}: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"napari-spoco {args.command}: error: {message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"napari-spoco {args.command}: interrupted; unfinished outputs were removed",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
     return 0
 
 

@@ -1,6 +1,11 @@
-"""The demo on the bundled sample: sparse annotation → training → segmentation → scores.
+"""The demo: the whole loop on the bundled sample, through the real panel in a real viewer.
 
-``napari-spoco demo`` calls :func:`run_demo`.
+``napari-spoco demo`` opens napari with the 2D nuclei sample and the SPOCO
+panel docked, paints a tenth of the nuclei and a few background strokes the
+way a user would, trains, segments and leaves the viewer open.
+``napari-spoco demo --headless --out DIR`` does the same in a viewer that is
+not shown, writes the results and exits. napari cannot draw under
+``QT_QPA_PLATFORM=offscreen``: without a display, run it inside ``xvfb-run -a``.
 """
 
 from __future__ import annotations
@@ -8,10 +13,47 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["run_demo"]
+import numpy as np
+
+if TYPE_CHECKING:
+    from .widgets import SpocoWidget
+
+__all__ = ["annotate_like_a_user", "run_demo"]
 
 logger = logging.getLogger("napari_spoco")
+
+
+def annotate_like_a_user(
+    panel: SpocoWidget,
+    truth: np.ndarray,
+    *,
+    fraction: float = 0.1,
+    seed: int = 0,
+    background: bool = True,
+) -> Any:
+    """Paint ``fraction`` of the true objects (whole) and, optionally, background strokes.
+
+    Uses the panel's own buttons: a new annotation layer for the chosen image,
+    then the objects, then "Paint background" (which picks a free label).
+    Returns the annotation layer.
+    """
+    from .core.annotation import keep_fraction_of_objects, simulate_background_scribbles
+
+    layer = panel.annotate.new_annotation_layer()
+    if layer is None:
+        raise ValueError("the panel has no image to annotate")
+    annotation = keep_fraction_of_objects(truth, fraction, seed=seed).astype(layer.data.dtype)
+    layer.data = annotation
+    if background:
+        panel.annotate.paint_background()
+        background_id = layer.metadata["spoco"]["background_id"]
+        strokes = simulate_background_scribbles(truth, seed=seed)
+        annotation[strokes & (annotation == 0)] = background_id
+        layer.data = annotation
+    panel.annotate.new_object()
+    return layer
 
 
 def run_demo(
@@ -21,59 +63,86 @@ def run_demo(
     fraction: float = 0.1,
     seed: int = 0,
     device: str = "auto",
-) -> dict[str, float]:
-    """Train on the 2D nuclei sample with ``fraction`` of nuclei annotated; return the scores."""
-    import numpy as np
-    import tifffile
-    from skimage.io import imsave
+    headless: bool = False,
+) -> dict[str, float] | None:
+    """Run the demo; headless, write results to ``out`` and return the scores.
 
-    from .core.annotation import keep_fraction_of_objects
-    from .core.config import TrainConfig
-    from .core.inference import predict, segment_prediction
-    from .core.metrics import evaluate
+    Writes ``screenshot.png`` (the whole window, panel included),
+    ``instances.tif``, ``annotation.tif``, ``model.pt``, ``history.json`` and
+    ``scores.json`` (against the sample's ground truth) to ``out``.
+
+    Raises
+    ------
+    RuntimeError
+        If training or segmentation fails.
+    """
+    import napari
+    from qtpy.QtCore import QEventLoop
+
     from .core.sample_data import load_nuclei_2d
-    from .core.training import Trainer
-    from .core.visualize import embeddings_to_rgb
+    from .core.training import NEW_MODEL_LR  # noqa: F401 (imports torch before the GUI starts)
 
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    image, ground_truth = load_nuclei_2d()
-    annotation = keep_fraction_of_objects(ground_truth, fraction, seed=seed)
+    image, truth = load_nuclei_2d()
+    viewer = napari.Viewer(title="napari-spoco demo", show=not headless)
+    viewer.add_image(image, name="nuclei")
+    viewer.add_labels(truth, name="ground truth", visible=False)
+    _, panel = viewer.window.add_plugin_dock_widget("napari-spoco", "SPOCO")
+    viewer.window._qt_window.resize(1500, 1000)
+    panel.annotate.image_box.set_layer(viewer.layers["nuclei"])
+    layer = annotate_like_a_user(panel, truth, fraction=fraction, seed=seed)
+    if device != "auto":
+        panel.train.settings.device_box.setCurrentText(device)
+    panel.train.settings.iterations.setValue(iterations)
+    outcome: dict[str, Any] = {}
+    loop = QEventLoop()
+
+    def segmented(name: str) -> None:
+        outcome["scores"] = _write_outputs(out, viewer, panel, layer, truth)
+        loop.quit()
+
+    def trained(completed: bool) -> None:
+        if not completed:
+            outcome["error"] = "training did not complete (see the messages above)"
+            loop.quit()
+
+    panel.segment.segmented.connect(segmented)
+    panel.train.finished.connect(trained)
     logger.info(
-        "sample image %s: %d of %d nuclei annotated",
-        image.shape,
-        len(np.unique(annotation)) - 1,
-        len(np.unique(ground_truth)) - 1,
+        "training on %d painted nuclei for %d steps", len(np.unique(layer.data)) - 2, iterations
     )
-    config = TrainConfig(iterations=iterations, patch_shape=(128, 128), seed=seed)
-    trainer = Trainer(config, device=device)
-    trainer.set_data([image], [annotation])
+    panel.train.start()
+    if not headless:
+        napari.run()
+        return outcome.get("scores")
+    loop.exec()
+    viewer.close()
+    if "error" in outcome:
+        raise RuntimeError(outcome["error"])
+    return outcome["scores"]
 
-    def report(record) -> None:
-        if record.step % 25 == 0 or record.step == iterations:
-            logger.info(
-                "step %4d  loss %.3f  %.2f s/step",
-                record.step,
-                record.losses["total"],
-                record.seconds_per_step,
-            )
 
-    trainer.run(callback=report, checkpoint_path=out / "model.pt")
-    prediction = predict(
-        trainer.model, image, loss=config.loss, object_scale=config.object_scale,
-        device=trainer.device,
-    )  # fmt: skip
-    instances = segment_prediction(prediction)
-    scores = evaluate(ground_truth, instances)
+def _write_outputs(
+    out: Path, viewer: Any, panel: SpocoWidget, layer: Any, truth: np.ndarray
+) -> dict:
+    import imageio.v3 as iio
+    import tifffile
+
+    from .core.metrics import evaluate
+
+    instances = np.asarray(viewer.layers["nuclei instances"].data)
+    scores = evaluate(truth, instances)
     logger.info(
         "%d instances (ground truth: %d); AP@0.5 %.3f, SBD %.3f, |DiC| %d",
-        instances.max(), len(np.unique(ground_truth)) - 1, scores["ap50"], scores["sbd"],
+        instances.max(), len(np.unique(truth)) - 1, scores["ap50"], scores["sbd"],
         scores["abs_dic"],
     )  # fmt: skip
-    tifffile.imwrite(out / "instances.tif", instances)
+    tifffile.imwrite(out / "instances.tif", instances.astype(np.uint32))
+    tifffile.imwrite(out / "annotation.tif", np.asarray(layer.data))
+    panel.files.save_model(out / "model.pt")
+    (out / "history.json").write_text(json.dumps(panel.state.trainer.history, indent=1))
     (out / "scores.json").write_text(json.dumps(scores, indent=1))
-    tifffile.imwrite(out / "annotation.tif", annotation)
-    rgb = embeddings_to_rgb(prediction.embeddings)
-    imsave(out / "embeddings_rgb.png", (rgb * 255).astype(np.uint8))
-    (out / "history.json").write_text(json.dumps(trainer.history, indent=1))
-    logger.info("wrote model, annotation, embeddings, instances, scores and history to %s", out)
+    iio.imwrite(out / "screenshot.png", viewer.screenshot(canvas_only=False, flash=False))
+    logger.info("wrote the screenshot, instances, annotation, model, history and scores to %s", out)
     return scores

@@ -57,7 +57,7 @@ def test_posted_annotations_are_used_from_the_next_step(blobs):
     generator = train_with_previews(trainer, 3, inbox=inbox)
     next(generator)
     assert trainer._sampler.n_objects == 2
-    inbox.post_data([image], [labels])
+    inbox.post_data([image[..., None]], [labels], channel_axis=-1)
     next(generator)
     assert trainer._sampler.n_objects == labels.max()
     assert inbox.take_data() is None

@@ -11,7 +11,59 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
-__all__ = ["normalize_percentile", "prepare_image", "rescale_spatial"]
+__all__ = [
+    "MIN_SIZE",
+    "check_image_size",
+    "check_image_values",
+    "normalize_percentile",
+    "prepare_image",
+    "rescale_spatial",
+]
+
+#: Smallest Y/X extent (pixels, after the object-size rescaling) the network is trained on.
+MIN_SIZE = 16
+
+
+def check_image_values(image: ArrayLike, *, name: str = "image") -> None:
+    """Reject images the network cannot read, with a reason a user can act on.
+
+    Raises
+    ------
+    TypeError
+        If the pixels are not real numbers (e.g. complex, text, objects).
+    ValueError
+        If the image is empty or holds NaN or infinite values.
+    """
+    image = np.asarray(image)
+    real = np.issubdtype(image.dtype, np.number) or image.dtype == bool
+    if not real or np.issubdtype(image.dtype, np.complexfloating):
+        raise TypeError(
+            f"{name} has pixel type {image.dtype}, which is not supported: "
+            "convert it to integers or floats"
+        )
+    if image.size == 0:
+        raise ValueError(f"{name} is empty (shape {image.shape})")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise ValueError(
+            f"{name} contains NaN or infinite pixels: replace them (e.g. by 0) before training"
+        )
+
+
+def check_image_size(spatial_shape: tuple[int, ...], object_scale: float = 1.0) -> None:
+    """Reject images whose Y or X extent, after rescaling, is below :data:`MIN_SIZE`.
+
+    Raises
+    ------
+    ValueError
+        Naming the size after rescaling and what to change.
+    """
+    scaled = [round(n * object_scale) for n in spatial_shape[-2:]]
+    if min(scaled) < MIN_SIZE:
+        raise ValueError(
+            f"the image is too small for the network: {tuple(spatial_shape[-2:])} pixels in Y/X "
+            f"become {tuple(scaled)} at object scale {object_scale:.2f}; it needs at least "
+            f"{MIN_SIZE} (use a larger image or a smaller object diameter)"
+        )
 
 
 def normalize_percentile(

@@ -33,6 +33,7 @@ __all__ = [
     "Preview",
     "PreviewRequest",
     "TrainUpdate",
+    "TrainingUpdate",
     "make_preview",
     "train_with_previews",
 ]
@@ -81,20 +82,35 @@ class TrainUpdate:
     preview: Preview | None = None
 
 
+@dataclass(frozen=True)
+class TrainingUpdate:
+    """New training data posted by the GUI: arguments of :meth:`Trainer.set_data`."""
+
+    images: list[NDArray]
+    annotations: list[NDArray]
+    channel_axis: int | None = None
+
+
 class Inbox:
     """Thread-safe hand-over of the latest annotations and preview request."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._data: tuple[Sequence[NDArray], Sequence[NDArray]] | None = None
+        self._data: TrainingUpdate | None = None
         self._preview: PreviewRequest | None = None
 
-    def post_data(self, images: Sequence[NDArray], annotations: Sequence[NDArray]) -> None:
+    def post_data(
+        self,
+        images: Sequence[NDArray],
+        annotations: Sequence[NDArray],
+        *,
+        channel_axis: int | None = None,
+    ) -> None:
         """Replace the training data from the next step on (arrays must not change later)."""
         with self._lock:
-            self._data = (list(images), list(annotations))
+            self._data = TrainingUpdate(list(images), list(annotations), channel_axis)
 
-    def take_data(self) -> tuple[Sequence[NDArray], Sequence[NDArray]] | None:
+    def take_data(self) -> TrainingUpdate | None:
         """Return the data posted since the last call, or None."""
         with self._lock:
             data, self._data = self._data, None
@@ -152,14 +168,13 @@ def train_with_previews(
     last_step = trainer.step + total
     steps = trainer.steps(iterations, checkpoint_path=checkpoint_path)
     last_preview = time.monotonic()
-    started = False
     while True:
-        # A fresh generator only accepts None; afterwards, data posted while the
-        # previous update was shown goes into this step.
-        message = inbox.take_data() if inbox is not None and started else None
-        started = True
+        # Between steps the generator is suspended, so the data can be swapped here.
+        update = inbox.take_data() if inbox is not None else None
+        if update is not None:
+            trainer.set_data(update.images, update.annotations, channel_axis=update.channel_axis)
         try:
-            record = steps.send(message)
+            record = next(steps)
         except StopIteration as finished:
             return finished.value
         request = inbox.preview if inbox is not None else None

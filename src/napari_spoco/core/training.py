@@ -24,15 +24,15 @@ from numpy.typing import ArrayLike
 
 from .augment import photometric_augment
 from .checkpoint import Checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import LossConfig, TrainConfig
 from .device import resolve_device
-from .heads import head_losses
+from .heads import HEAD_TERMS, head_losses
 from .image import prepare_image, rescale_spatial
-from .losses import spoco_loss
+from .losses import LOSS_TERMS, spoco_loss
 from .model import EmbeddingUNet, build_model, split_output
 from .sampling import PatchSampler
 
-__all__ = ["TrainRecord", "TrainResult", "Trainer"]
+__all__ = ["TrainRecord", "TrainResult", "Trainer", "is_consistency_only", "pretraining_loss"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class Trainer:
                 )
             prepared.append(rescale_spatial(image, scale, order=1, channel_first=True))
             labels.append(rescale_spatial(annotation, scale, order=0, channel_first=False))
-        if not any(np.any(label) for label in labels):
+        if not any(np.any(label) for label in labels) and not is_consistency_only(self.config.loss):
             raise ValueError("nothing is annotated: paint at least one object (0 = not annotated)")
         self._sampler = PatchSampler(
             prepared,
@@ -164,6 +164,27 @@ class Trainer:
             object_fraction=self.config.object_fraction,
             background_id=self.config.loss.background_id,
         )
+
+    def reconfigure(self, config: TrainConfig) -> None:
+        """Use new settings from the next run on, keeping weights, teacher and optimiser.
+
+        Pressing Train again may change iterations, learning rate, loss
+        weights or the object scale; the architecture must stay. Call
+        :meth:`set_data` afterwards: scale and background id affect the data.
+
+        Raises
+        ------
+        ValueError
+            If ``config.model`` differs from the current architecture.
+        """
+        if config.model != self.config.model:
+            raise ValueError(
+                "the architecture cannot change while training continues; start a new network"
+            )
+        self.config = config
+        if config.learning_rate is not None:
+            self.learning_rate = config.learning_rate
+        self._sampler = None
 
     def request_stop(self) -> None:
         """Ask :meth:`steps` to finish after the current step (thread-safe)."""
@@ -301,3 +322,20 @@ def _to_cpu(value: object) -> object:
     if isinstance(value, list | tuple):
         return type(value)(_to_cpu(v) for v in value)
     return value
+
+
+def pretraining_loss(loss: LossConfig | None = None) -> LossConfig:
+    """``loss`` with every term switched off but consistency: self-supervised pretraining.
+
+    The consistency term needs no annotation (it compares the student's and
+    the teacher's embeddings of two noisy views), so a network can start
+    learning from unlabeled images; see docs/cli.md, ``pretrain``.
+    """
+    off = {f"{name}_weight": 0.0 for name in (*LOSS_TERMS, *HEAD_TERMS) if name != "consistency"}
+    return replace(loss or LossConfig(), **off, consistency_weight=1.0)
+
+
+def is_consistency_only(loss: LossConfig) -> bool:
+    """Whether only the consistency term is on: then training needs no annotation."""
+    names = [name for name in (*LOSS_TERMS, *HEAD_TERMS) if name != "consistency"]
+    return loss.consistency_weight > 0 and not any(getattr(loss, f"{n}_weight") for n in names)

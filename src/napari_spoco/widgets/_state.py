@@ -1,0 +1,195 @@
+"""What the panel's sections share: annotation pairs, the trainer, cached predictions.
+
+An annotation Labels layer is linked to its image through its metadata
+(``layer.metadata["spoco"]``: image name, axes, background id, whether to
+train on it), so the link survives re-ordering, saving and re-opening.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from psygnal import Signal
+
+from ..core.annotation import object_ids
+from ..core.axes import Axes, nonempty_frames
+from ..core.image import check_image_values
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..core.checkpoint import Checkpoint
+    from ..core.inference import Prediction
+    from ..core.training import Trainer
+
+__all__ = ["CachedPrediction", "Pair", "SpocoState", "TrainingData", "link_annotation"]
+
+METADATA_KEY = "spoco"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An image layer and the annotation layer painted on it."""
+
+    image: Any
+    annotation: Any
+    axes: Axes
+    background_id: int | None
+    use: bool
+
+    def object_count(self) -> int:
+        """Annotated objects (background scribbles excluded)."""
+        return len(object_ids(self.annotation.data, background_id=self.background_id))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Copies of the annotated frames, made on the main thread before training starts."""
+
+    images: list[np.ndarray]
+    annotations: list[np.ndarray]
+    axes: Axes
+    channels: int
+    n_objects: int
+    background_id: int | None
+
+
+@dataclass
+class CachedPrediction:
+    """A prediction kept for instant re-clustering, with what it was made from."""
+
+    prediction: Prediction
+    image_name: str
+    model_step: int
+    time_index: int | None = None
+
+
+def link_annotation(
+    annotation: Any, image: Any, axes: str, *, background_id: int | None = None
+) -> None:
+    """Record in ``annotation``'s metadata that it annotates ``image`` read as ``axes``."""
+    annotation.metadata[METADATA_KEY] = {
+        "image": image.name,
+        "axes": axes,
+        "background_id": background_id,
+        "use": True,
+    }
+
+
+class SpocoState:
+    """Shared state of one SPOCO panel (one per viewer, owned by the main widget)."""
+
+    pairs_changed = Signal()
+    annotations_edited = Signal()
+    model_changed = Signal()
+    training_changed = Signal(bool)
+    prediction_changed = Signal(str)
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.trainer: Trainer | None = None
+        self.loaded_checkpoint: Checkpoint | None = None
+        self.training = False
+        self.busy = False  # a prediction or clustering job is running
+        self.device = "auto"  # device for a loaded model (the trainer keeps its own)
+        self.predictions: dict[str, CachedPrediction] = {}
+        self.workers: list[Any] = []
+
+    # ------------------------------------------------------------------ model
+    def inference_model(self) -> tuple[Any, Any, Any, Any] | None:
+        """``(model, teacher, train_config, device)`` to predict with, or None without a model.
+
+        The trainer's network while one exists, else the loaded model file.
+        """
+        if self.trainer is not None:
+            trainer = self.trainer
+            return trainer.model, trainer.teacher, trainer.config, trainer.device
+        if self.loaded_checkpoint is None:
+            return None
+        from ..core.model import build_model
+
+        checkpoint = self.loaded_checkpoint
+        model = build_model(checkpoint.config.model)
+        model.load_state_dict(checkpoint.model_state)
+        teacher = None
+        if checkpoint.teacher_state is not None:
+            teacher = build_model(checkpoint.config.model)
+            teacher.load_state_dict(checkpoint.teacher_state)
+        from ..core.device import resolve_device
+
+        return model.eval(), teacher, checkpoint.config, resolve_device(self.device)
+
+    def model_step(self) -> int:
+        """Training steps behind the current model (0 without one)."""
+        if self.trainer is not None:
+            return self.trainer.step
+        return self.loaded_checkpoint.step if self.loaded_checkpoint is not None else 0
+
+    # ------------------------------------------------------------------ pairs
+    def pairs(self) -> list[Pair]:
+        """Every annotation layer linked to an image that is still open."""
+        found = []
+        for layer in self.viewer.layers:
+            link = layer.metadata.get(METADATA_KEY) if layer._type_string == "labels" else None
+            if not link or link.get("image") not in self.viewer.layers:
+                continue
+            found.append(
+                Pair(
+                    image=self.viewer.layers[link["image"]],
+                    annotation=layer,
+                    axes=Axes(link["axes"]),
+                    background_id=link.get("background_id"),
+                    use=bool(link.get("use", True)),
+                )
+            )
+        return found
+
+    def pair_for(self, annotation: Any) -> Pair | None:
+        """Return the pair whose annotation layer is ``annotation``."""
+        return next((p for p in self.pairs() if p.annotation is annotation), None)
+
+    def training_data(self) -> TrainingData:
+        """Copy the annotated frames of every pair in use.
+
+        Raises
+        ------
+        ValueError
+            With a message for the user: nothing to train on, or pairs that
+            disagree in dimensionality or channels.
+        """
+        pairs = [p for p in self.pairs() if p.use]
+        if not pairs:
+            raise ValueError(
+                "No annotation to train on: choose an image, press 'New annotation layer' "
+                "and paint a few objects."
+            )
+        images, annotations, objects, layouts = [], [], 0, set()
+        for pair in pairs:
+            image_data, labels = pair.image.data, pair.annotation.data
+            pair.axes.check_labels(np.shape(image_data), np.shape(labels))
+            labels = np.asarray(labels)
+            for t in nonempty_frames(labels, pair.axes):
+                frame_image = np.asarray(image_data if t is None else image_data[t])
+                frame_labels = np.array(labels if t is None else labels[t], copy=True)
+                check_image_values(frame_image, name=f"image {pair.image.name!r}")
+                if not object_ids(frame_labels, background_id=pair.background_id).size:
+                    continue
+                images.append(frame_image)
+                annotations.append(frame_labels)
+                objects += len(object_ids(frame_labels, background_id=pair.background_id))
+                channels = pair.axes.channels(np.shape(image_data))
+                layouts.add((pair.axes.frame_spec, channels, pair.background_id))
+        if not images:
+            raise ValueError(
+                "No annotated object yet: select the annotation layer, press 'New object' "
+                "and paint one object completely (0 means 'not annotated')."
+            )
+        if len(layouts) > 1:
+            raise ValueError(
+                "The images used for training must agree in axes, channels and background "
+                f"label; got {sorted(layouts, key=str)}. Untick the pairs that differ."
+            )
+        frame_spec, channels, background_id = layouts.pop()
+        return TrainingData(images, annotations, Axes(frame_spec), channels, objects, background_id)

@@ -1,0 +1,109 @@
+"""Tooltips of every control, keyed by control (config field names where there is one).
+
+Kept in one place so wording stays consistent; a test checks that every
+control of the panel has one.
+"""
+
+TOOLTIPS: dict[str, str] = {
+    # Annotate
+    "image": "The image to annotate and train on.",
+    "axes": (
+        "What the image's axes are: T = time points (each trained and segmented on its own), "
+        "C = channels, Z, Y, X. YXC is an RGB image."
+    ),
+    "annotation": (
+        "Labels layer with your sparse annotation: every painted object has its own label; "
+        "0 means 'not annotated' (not 'background')."
+    ),
+    "new_layer": "Add an empty annotation layer that fits the image and select the brush.",
+    "new_object": (
+        "Select the next free label and the brush: paint one whole object, then press again "
+        "for the next. A few objects spread over the image beat many in one corner."
+    ),
+    "background": (
+        "Select the background label and the brush: a few strokes between objects teach the "
+        "network what background looks like (optional, but it sharpens the foreground)."
+    ),
+    "pairs": "Image/annotation pairs; ticked ones are used when you press Train.",
+    # Train
+    "model_choice": (
+        "Start a new network (small is fastest on a CPU) or fine-tune a saved model file "
+        "(transfer learning: its learning rate is a tenth of a new network's)."
+    ),
+    "device": "Where to train: a CUDA GPU, Apple's MPS, or the CPU.",
+    "iterations": (
+        "Training steps for this run. Press Train again to continue from where it stopped."
+    ),
+    "learning_rate": (
+        "Adam learning rate; 'auto' is 1e-3 for a new network and 1e-4 for fine-tuning."
+    ),
+    "object_diameter": (
+        "Typical object diameter in pixels. Images are resized so objects fit the network "
+        "(results are resized back). 'auto' measures your annotated objects."
+    ),
+    "preview_every": "Seconds between live previews of the current view while training (0: off).",
+    "segment_when_done": "Segment the whole image as soon as training ends.",
+    "patch_size": "Side of the square training patches (Y and X), in pixels after resizing.",
+    "patch_depth": "Depth (Z) of the training patches for 3D images.",
+    "batch_size": "Patches per training step.",
+    "delta_v": "Pull margin: pixels within this distance of their object's mean cost nothing.",
+    "delta_d": "Push margin: object means are pushed 2 x delta_d apart.",
+    "kernel_threshold": "Value of the instance-selection kernel at distance delta_v (0-1).",
+    "ema_momentum": "Momentum of the teacher, an exponential moving average of the network.",
+    "pull_weight": "Weight of the pull term (pixels to their object's mean).",
+    "push_weight": "Weight of the push term (object means apart).",
+    "instance_weight": "Weight of the differentiable single-instance Dice term.",
+    "unlabeled_push_weight": "Weight of pushing unannotated pixels away from annotated objects.",
+    "consistency_weight": "Weight of the student/teacher consistency on unannotated pixels.",
+    "foreground_weight": "Weight of the foreground head (objects vs background).",
+    "distance_weight": "Weight of the inner-distance head (object centres vs borders).",
+    "ring_width": (
+        "Pixels around each annotated object treated as background by the heads. "
+        "Set 0 when objects touch everywhere (tissue)."
+    ),
+    "seed": "Random seed: the same seed and settings give the same training.",
+    "train": "Train (or continue training) on the ticked annotations in the background.",
+    "stop": "Stop after the current step; the model keeps what it learned.",
+    "reset": "Forget the current network and start the next training from scratch.",
+    # Segment
+    "segment_image": "The image to segment (any open image the model fits).",
+    "segment_scope": "Segment the current time point only or every time point.",
+    "method": (
+        "Clustering of the embeddings: mutex watershed (fast, default), HDBSCAN, mean shift, "
+        "or consistency clustering (mean shift checked against the teacher)."
+    ),
+    "foreground": (
+        "Where the foreground comes from: the network's foreground head, the embedding "
+        "(largest cluster = background) or nowhere."
+    ),
+    "foreground_threshold": "Foreground probability above which a pixel belongs to an object.",
+    "merge_margin": (
+        "Clustering margin (delta_d used for clustering): larger merges more, smaller splits "
+        "more. 'auto' is twice the training margin."
+    ),
+    "seed_threshold": (
+        "Inner-distance level of object cores; a cluster with several cores is split "
+        "(0: no splitting)."
+    ),
+    "min_size": "Instances smaller than this many pixels are removed.",
+    "raw_embeddings": "Also add the raw embedding channels as a hidden layer.",
+    "predict": "Run the network on the whole image (tiled, in the background) and cluster it.",
+    "recluster": "Cluster the cached embeddings again with the settings above.",
+    # Correct
+    "click_accept": (
+        "While on, clicking an instance in the instances layer copies it into the annotation "
+        "as a new object. Keys on the instances layer: A accept, X delete, R merge into the "
+        "selected label."
+    ),
+    "accept_all": (
+        "Copy every predicted instance that does not touch your painting into the annotation."
+    ),
+    # Files
+    "save_model": "Save the current model (weights, settings and training history) to a file.",
+    "load_model": "Load a saved model; press Train to fine-tune it or Segment to apply it.",
+    "save_session": (
+        "Save images (or their file paths), annotations, model and history to a folder."
+    ),
+    "open_session": "Re-open a saved session folder.",
+    "restore_autosave": "Re-open the last automatic save of this panel's annotations.",
+}

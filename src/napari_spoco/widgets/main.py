@@ -1,0 +1,106 @@
+"""The SPOCO dock widget: annotate → train → segment → correct, plus files."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from qtpy.QtCore import QThreadPool
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+from ._state import SpocoState
+from .annotate import AnnotateSection
+from .correct import CorrectSection
+from .files import FilesSection
+from .segment import SegmentSection
+from .train import TrainSection
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["SpocoWidget"]
+
+
+class SpocoWidget(QWidget):
+    """One panel with a section per step of the workflow.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose layers the panel reads and writes.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.state = SpocoState(viewer)
+        self.annotate = AnnotateSection(viewer, self.state)
+        self.train = TrainSection(viewer, self.state, self.annotate)
+        self.segment = SegmentSection(viewer, self.state, self.annotate)
+        self.correct = CorrectSection(viewer, self.state, self.annotate)
+        self.files = FilesSection(viewer, self.state)
+        body = QWidget()
+        column = QVBoxLayout(body)
+        for title, section in (
+            ("1 · Annotate", self.annotate),
+            ("2 · Train", self.train),
+            ("3 · Segment", self.segment),
+            ("4 · Correct", self.correct),
+            ("Files", self.files),
+        ):
+            fold = QCollapsible(title)
+            fold.addWidget(section)
+            fold.expand(animate=False)
+            column.addWidget(fold)
+        column.addStretch()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(body)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
+        self.setMinimumWidth(380)
+        # Qt sends no close event to a docked widget when its window closes, but it
+        # destroys it: release the model and the cached predictions then.
+        self.destroyed.connect(partial(_release, self.state))
+        self.train.finished.connect(self._training_finished)
+        self.segment.segmented.connect(self.correct.attach)
+        viewer.layers.selection.events.active.connect(self._follow_active_layer)
+
+    def _training_finished(self, completed: bool) -> None:
+        if completed and self.train.settings.segment_when_done.isChecked():
+            pair = self.state.pair_for(self.annotate.annotation())
+            self.segment.predict(pair.image if pair else None)
+
+    def _follow_active_layer(self, event: object) -> None:
+        """Follow the layer list: selecting an annotation selects its image for segmenting."""
+        layer = self.viewer.layers.selection.active
+        pair = self.state.pair_for(layer)
+        if pair is not None:
+            self.segment.image_box.set_layer(pair.image)
+
+    def stop_workers(self, timeout_ms: int = 10_000) -> None:
+        """Stop training and background jobs and wait for their threads to end."""
+        if self.state.trainer is not None:
+            self.state.trainer.request_stop()
+        for worker in list(self.state.workers):
+            worker.quit()
+        QThreadPool.globalInstance().waitForDone(timeout_ms)
+
+    def closeEvent(self, event: object) -> None:  # noqa: N802 (Qt's name)
+        """Stop the workers and drop the model when the panel closes."""
+        self.stop_workers()
+        _release(self.state)
+        super().closeEvent(event)
+
+
+def _release(state: SpocoState) -> None:
+    """Stop training and forget the model and predictions (a panel that is going away)."""
+    if state.trainer is not None:
+        state.trainer.request_stop()
+    for worker in list(state.workers):
+        worker.quit()
+    state.trainer = None
+    state.loaded_checkpoint = None
+    state.predictions.clear()

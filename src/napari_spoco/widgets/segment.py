@@ -1,0 +1,291 @@
+"""Segment: predict embeddings of a whole image in a worker, cluster them, show the layers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image
+from napari.utils import progress
+from napari.utils.notifications import show_info, show_warning
+from psygnal import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt.utils import ensure_main_thread, qdebounced
+
+from ..core.axes import Axes, guess_axes
+from ..core.image import check_image_values
+from ..core.inference import Prediction, predict, segment_prediction
+from ..core.visualize import embeddings_to_rgb
+from ._layers import LayerComboBox, show_layer
+from ._run import start_worker
+from ._state import CachedPrediction, SpocoState
+from ._tooltips import TOOLTIPS
+from .segment_settings import SegmentSettings
+
+if TYPE_CHECKING:
+    import napari
+
+    from .annotate import AnnotateSection
+
+__all__ = ["SegmentSection"]
+
+
+def _predict_job(model, teacher, config, frames, channel_axis, device, report) -> list:  # noqa: ANN001
+    """Worker body: embed every frame (tiled), with the teacher too when it is needed."""
+    results = []
+    for done, (t, image) in enumerate(frames):
+        check_image_values(image)
+        options = {
+            "loss": config.loss,
+            "object_scale": config.object_scale,
+            "channel_axis": channel_axis,
+            "device": device,
+        }
+        tiles = lambda i, n, done=done: report(done * n + i, len(frames) * n)  # noqa: E731
+        prediction = predict(model, image, progress=tiles, **options)
+        teacher_embeddings = None
+        if teacher is not None:
+            teacher_embeddings = predict(teacher, image, **options).embeddings
+        results.append((t, prediction, teacher_embeddings))
+    return results
+
+
+def _cluster_job(cached: list[CachedPrediction], config, teachers) -> list:  # noqa: ANN001
+    """Worker body: instances, foreground mask and embedding colours of every cached frame."""
+    out = []
+    for entry, teacher in zip(cached, teachers, strict=True):
+        prediction: Prediction = entry.prediction
+        instances = segment_prediction(prediction, config, teacher=teacher)
+        if prediction.foreground is not None and config.foreground == "head":
+            mask = prediction.foreground > config.foreground_threshold
+        else:
+            mask = instances > 0
+        rgb = embeddings_to_rgb(prediction.embeddings)
+        out.append((entry.time_index, instances, mask.astype(np.uint8), rgb))
+    return out
+
+
+class SegmentSection(QWidget):
+    """Predict, cluster and re-cluster; results appear as layers named after the image."""
+
+    segmented = Signal(str)  # image layer name
+
+    def __init__(
+        self, viewer: napari.viewer.Viewer, state: SpocoState, annotate: AnnotateSection
+    ) -> None:
+        super().__init__()
+        self.viewer, self.state, self.annotate = viewer, state, annotate
+        self.image_box = LayerComboBox(viewer, Image)
+        self.scope = QComboBox()
+        self.scope.addItems(["current time point", "all time points"])
+        self.settings = SegmentSettings()
+        self.predict_button = QPushButton("Segment")
+        self.recluster_button = QPushButton("Re-cluster")
+        self.progress = QProgressBar()
+        self.status = QLabel("Train or load a model, then press Segment.")
+        self.status.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("Image", self.image_box)
+        form.addRow("Time points", self.scope)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.predict_button)
+        buttons.addWidget(self.recluster_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.settings)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        for widget, key in (
+            (self.image_box, "segment_image"),
+            (self.scope, "segment_scope"),
+            (self.predict_button, "predict"),
+            (self.recluster_button, "recluster"),
+        ):
+            widget.setToolTip(TOOLTIPS[key])
+        self.predict_button.clicked.connect(lambda: self.predict())
+        self.recluster_button.clicked.connect(self.recluster)
+        self.settings.changed.connect(self._settings_changed)
+        self.image_box.currentTextChanged.connect(self._update_controls)
+        state.training_changed.connect(self._update_controls)
+        self._pbar: Any = None
+        self._teachers: dict[str, list] = {}
+        self._update_controls()
+
+    # ------------------------------------------------------------------ helpers
+    def _axes_of(self, layer: Image) -> Axes:
+        linked = [p for p in self.state.pairs() if p.image is layer]
+        if linked:
+            return linked[0].axes
+        return Axes(guess_axes(tuple(layer.data.shape), rgb=layer.rgb))
+
+    def _update_controls(self, *_: Any) -> None:
+        layer = self.image_box.layer()
+        has_time = layer is not None and self._axes_of(layer).has_time
+        self.scope.setEnabled(has_time)
+        idle = not self.state.training and not self.state.busy
+        self.predict_button.setEnabled(idle)
+        self.recluster_button.setEnabled(
+            idle and layer is not None and layer.name in self._teachers
+        )
+
+    def _set_busy(self, busy: bool) -> None:
+        self.state.busy = busy
+        self._update_controls()
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, layer: Image | None = None) -> Any:
+        """Embed the chosen image (or ``layer``) in a worker, then cluster it."""
+        if self.state.training or self.state.busy:
+            show_info("Wait until training or the current segmentation has finished.")
+            return None
+        layer = layer or self.image_box.layer()
+        found = self.state.inference_model()
+        if layer is None:
+            show_warning("Open an image to segment first.")
+            return None
+        if found is None:
+            show_warning("No model yet: paint a few objects and press Train, or load a model file.")
+            return None
+        model, teacher, config, device = found
+        axes = self._axes_of(layer)
+        channels = axes.channels(tuple(layer.data.shape))
+        expected = (model.config.spatial_dims, model.config.in_channels)
+        if (axes.spatial_dims, channels) != expected:
+            show_warning(
+                f"The model reads {expected[1]}-channel {expected[0]}D images; {layer.name!r} is "
+                f"{channels}-channel {axes.spatial_dims}D ({axes.spec}). Check its axes."
+            )
+            return None
+        frames = self._frames(layer, axes)
+        use_teacher = teacher if self.settings.method.currentText() == "consistency" else None
+        self.image_box.set_layer(layer)
+        self._set_busy(True)
+        self._pbar = progress(total=100, desc=f"SPOCO: segmenting {layer.name}")
+        self.progress.setRange(0, 100)
+        self.status.setText(f"Predicting {layer.name}…")
+        worker = start_worker(
+            _predict_job, model, use_teacher, config, frames, axes.channel_axis, device,
+            self._report,
+            on_return=lambda results: self._predicted(layer, axes, results),
+            on_error=lambda _: self._failed(),
+        )  # fmt: skip
+        self.state.workers.append(worker)
+        return worker
+
+    def _frames(self, layer: Image, axes: Axes) -> list[tuple[int | None, np.ndarray]]:
+        if not axes.has_time:
+            return [(None, np.asarray(layer.data))]
+        if self.scope.currentText() == "all time points":
+            return [(t, np.asarray(layer.data[t])) for t in range(layer.data.shape[0])]
+        t = int(
+            np.clip(round(layer.world_to_data(self.viewer.dims.point)[0]), 0, len(layer.data) - 1)
+        )
+        return [(t, np.asarray(layer.data[t]))]
+
+    @ensure_main_thread
+    def _report(self, done: int, total: int) -> None:
+        value = int(100 * done / max(total, 1))
+        self.progress.setValue(value)
+        if self._pbar is not None:
+            self._pbar.n = value
+            self._pbar.refresh()
+
+    def _predicted(self, layer: Image, axes: Axes, results: list) -> None:
+        step = self.state.model_step()
+        cached = [CachedPrediction(p, layer.name, step, t) for t, p, _ in results]
+        self.state.predictions[layer.name] = cached
+        self._teachers[layer.name] = [teacher for _, _, teacher in results]
+        if self.settings.raw_embeddings.isChecked():
+            raw = results[-1][1].embeddings
+            show_layer(self.viewer, f"{layer.name} raw embeddings", raw, "image", visible=False)
+        self._close_pbar()
+        self._set_busy(False)
+        self.recluster(layer)
+
+    def _failed(self) -> None:
+        self._close_pbar()
+        self._set_busy(False)
+        self.status.setText("Segmentation failed (see the notification).")
+
+    def _close_pbar(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    # ------------------------------------------------------------------ cluster
+    @qdebounced(timeout=300)
+    def _settings_changed(self) -> None:
+        if self.settings.is_fast() and not self.state.busy:
+            self.recluster()
+
+    def recluster(self, layer: Image | None = None) -> Any:
+        """Cluster the cached embeddings of the image with the current settings."""
+        layer = layer or self.image_box.layer()
+        if layer is None or layer.name not in self.state.predictions or self.state.busy:
+            return None
+        try:
+            config = self.settings.config()
+        except ValueError as error:
+            show_warning(str(error))
+            return None
+        teachers = self._teachers.get(layer.name, [])
+        if config.method == "consistency" and any(t is None for t in teachers):
+            show_info("Consistency clustering needs the teacher: press Segment again.")
+            return None
+        cached = self.state.predictions[layer.name]
+        self._set_busy(True)
+        self.status.setText(f"Clustering {layer.name} ({config.method})…")
+        worker = start_worker(
+            _cluster_job, cached, config, teachers,
+            on_return=lambda results: self._clustered(layer, results),
+            on_error=lambda _: self._failed(),
+        )  # fmt: skip
+        self.state.workers.append(worker)
+        return worker
+
+    def _clustered(self, layer: Image, results: list) -> None:
+        axes = self._axes_of(layer)
+        keep = [i for i, a in enumerate(axes.spec) if a != "C"]
+        scale = layer.scale if layer.rgb else np.asarray(layer.scale)[keep]
+        translate = layer.translate if layer.rgb else np.asarray(layer.translate)[keep]
+        placement = {"scale": scale, "translate": translate}
+        shape = axes.labels_shape(tuple(layer.data.shape))
+        instances, mask, rgb = self._full_arrays(layer.name, shape, results)
+        show_layer(self.viewer, f"{layer.name} embeddings", rgb, "image", placement=placement,
+                   rgb=True, visible=False)  # fmt: skip
+        show_layer(self.viewer, f"{layer.name} foreground", mask, "labels", placement=placement,
+                   opacity=0.3, visible=False)  # fmt: skip
+        show_layer(self.viewer, f"{layer.name} instances", instances, "labels",
+                   placement=placement)  # fmt: skip
+        for name in (f"{layer.name} preview", f"{layer.name} preview instances"):
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = False
+        count = len(np.unique(instances)) - 1
+        self.status.setText(f"{count} instances in {layer.name}.")
+        self._set_busy(False)
+        self.segmented.emit(layer.name)
+
+    def _full_arrays(self, name: str, shape: tuple[int, ...], results: list) -> tuple:
+        """Instances, mask and colours at the image's size; time points fill their frame."""
+        if results[0][0] is None:
+            _, instances, mask, rgb = results[0]
+            return instances, mask, rgb
+        old = f"{name} instances"
+        instances = np.zeros(shape, dtype=np.uint32)
+        if old in self.viewer.layers and self.viewer.layers[old].data.shape == shape:
+            instances = np.array(self.viewer.layers[old].data, dtype=np.uint32)
+        mask = np.zeros(shape, dtype=np.uint8)
+        rgb = np.zeros((*shape, 3), dtype=np.float32)
+        for t, frame_instances, frame_mask, frame_rgb in results:
+            instances[t], mask[t], rgb[t] = frame_instances, frame_mask, frame_rgb
+        return instances, mask, rgb

@@ -1,0 +1,288 @@
+"""Train: run the SPOCO trainer in a napari worker thread, with progress, loss plot and preview."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.utils.notifications import show_info, show_warning
+from psygnal import Signal
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from superqt.utils import qdebounced
+
+from ..core.image import check_image_size
+from ..core.interactive import Inbox, PreviewRequest, TrainUpdate, train_with_previews
+from ..core.training import Trainer, TrainResult
+from ._layers import show_layer
+from ._run import start_worker
+from ._state import SpocoState, TrainingData
+from ._tooltips import TOOLTIPS
+from ._view import visible_region
+from .loss_plot import LossPlot
+from .train_settings import TrainSettings
+
+if TYPE_CHECKING:
+    import napari
+
+    from .annotate import AnnotateSection
+
+__all__ = ["TrainSection"]
+
+
+def _training_job(
+    trainer: Trainer, data: TrainingData, iterations: int, inbox: Inbox, preview_every: float
+) -> Generator[TrainUpdate, None, TrainResult]:
+    """Worker body: prepare the data (slow for big images), then train with previews."""
+    trainer.set_data(data.images, data.annotations, channel_axis=data.axes.channel_axis)
+    return (yield from train_with_previews(
+        trainer, iterations, inbox=inbox, preview_every=preview_every
+    ))  # fmt: skip
+
+
+class TrainSection(QWidget):
+    """Start/stop training; show progress, speed, ETA, loss curves and a live preview."""
+
+    finished = Signal(bool)  # True when the run ended normally (not stopped, no error)
+
+    def __init__(
+        self, viewer: napari.viewer.Viewer, state: SpocoState, annotate: AnnotateSection
+    ) -> None:
+        super().__init__()
+        self.viewer, self.state, self.annotate = viewer, state, annotate
+        self.settings = TrainSettings()
+        self.train_button = QPushButton("Train")
+        self.stop_button = QPushButton("Stop")
+        self.reset_button = QPushButton("Start over")
+        self.progress = QProgressBar()
+        self.status = QLabel("No model yet.")
+        self.status.setWordWrap(True)
+        self.plot = LossPlot()
+        buttons = QHBoxLayout()
+        for button, key in (
+            (self.train_button, "train"),
+            (self.stop_button, "stop"),
+            (self.reset_button, "reset"),
+        ):
+            button.setToolTip(TOOLTIPS[key])
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.settings)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot)
+        self.train_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.reset_button.clicked.connect(self.reset)
+        self.worker: Any = None
+        self._inbox: Inbox | None = None
+        self._run_start, self._iterations, self._speed = 0, 0, None
+        self._preview_region = None
+        self._completed = False
+        state.model_changed.connect(self._show_model)
+        state.annotations_edited.connect(self._annotations_edited)
+        self.settings.device_box.currentTextChanged.connect(self._device_changed)
+        self._device_changed(self.settings.device_box.currentText())
+        self._update_buttons()
+
+    # ------------------------------------------------------------------ start / stop
+    def start(self) -> None:
+        """Check the annotations, build or continue the trainer and start the worker."""
+        if self.state.training:
+            return
+        if self.state.busy:
+            show_info("Wait for the segmentation to finish, then press Train.")
+            return
+        try:
+            data = self.state.training_data()
+            trainer = self._prepare_trainer(data)
+            for image in data.images:
+                shape = np.shape(image)
+                spatial = [n for n, a in zip(shape, data.axes.spec, strict=True) if a != "C"]
+                check_image_size(tuple(spatial), trainer.config.object_scale)
+        except (ValueError, TypeError) as error:
+            show_warning(str(error))
+            return
+        if data.n_objects == 1:
+            show_warning(
+                "Only one object is annotated: the push term needs two, so this run learns from "
+                "pull, instance and unlabeled push only. Paint a second object for a better model."
+            )
+        self.state.trainer = trainer
+        self._inbox = Inbox()
+        self._post_preview()
+        self._iterations = trainer.config.iterations
+        self._run_start = trainer.step
+        self.progress.setRange(0, self._iterations)
+        self.progress.setValue(0)
+        self.worker = start_worker(
+            _training_job,
+            trainer,
+            data,
+            self._iterations,
+            self._inbox,
+            self.settings.preview_every.value(),
+            on_yield=self._on_update,
+            on_return=self._on_return,
+            on_finish=self._on_finish,
+            progress={"total": self._iterations, "desc": "SPOCO training"},
+        )
+        self.state.workers.append(self.worker)
+        self.state.training = True
+        self.state.training_changed.emit(True)
+        self._camera().events.connect(self._view_changed)
+        self.viewer.dims.events.current_step.connect(self._view_changed)
+        self._update_buttons()
+        self.status.setText(f"Training on {data.n_objects} objects in {len(data.images)} image(s)…")
+
+    def _prepare_trainer(self, data: TrainingData) -> Trainer:
+        """Continue the current trainer, fine-tune a loaded model or start a new network."""
+        config = self.settings.build_config(data)
+        trainer = self.state.trainer
+        if trainer is not None:
+            model = trainer.config.model
+            if (model.spatial_dims, model.in_channels) != (data.axes.spatial_dims, data.channels):
+                raise ValueError(
+                    f"The current model reads {model.in_channels}-channel {model.spatial_dims}D "
+                    f"images, these are {data.channels}-channel {data.axes.spatial_dims}D: "
+                    "press 'Start over' for a new network."
+                )
+            trainer.reconfigure(replace(config, model=model))
+            return trainer
+        checkpoint = self.state.loaded_checkpoint
+        if checkpoint is not None:
+            model = checkpoint.config.model
+            if (model.spatial_dims, model.in_channels) != (data.axes.spatial_dims, data.channels):
+                raise ValueError(
+                    f"The loaded model reads {model.in_channels}-channel {model.spatial_dims}D "
+                    f"images, these are {data.channels}-channel {data.axes.spatial_dims}D."
+                )
+        device = self.settings.device_box.currentText()
+        return Trainer(config, device=device, checkpoint=checkpoint)
+
+    def _camera(self) -> Any:
+        """Return the canvas camera (``viewer.scene.camera`` since napari 0.9)."""
+        return getattr(self.viewer, "scene", self.viewer).camera
+
+    def _device_changed(self, name: str) -> None:
+        self.state.device = name
+
+    def stop(self) -> None:
+        """Ask the trainer to stop after the current step (the worker then returns)."""
+        if self.state.trainer is not None and self.state.training:
+            self.state.trainer.request_stop()
+            self.status.setText("Stopping after this step…")
+
+    def reset(self) -> None:
+        """Forget the current network (and a loaded model file)."""
+        if self.state.training:
+            show_info("Stop the training first.")
+            return
+        self.state.trainer = None
+        self.state.loaded_checkpoint = None
+        self.plot.set_history([])
+        self.state.model_changed.emit()
+
+    # ------------------------------------------------------------------ worker slots
+    def _on_update(self, update: TrainUpdate) -> None:
+        record = update.record
+        done = record.step - self._run_start
+        self.progress.setValue(done)
+        speed = record.seconds_per_step
+        self._speed = speed if self._speed is None else 0.9 * self._speed + 0.1 * speed
+        remaining = (self._iterations - done) * self._speed
+        self.status.setText(
+            f"step {record.step}  ·  loss {record.losses['total']:.3f}  ·  "
+            f"{1 / max(self._speed, 1e-9):.2f} it/s  ·  ETA {_duration(remaining)}"
+        )
+        self.plot.append(record.to_dict())
+        if update.preview is not None:
+            self._show_preview(update.preview)
+
+    def _show_preview(self, preview: Any) -> None:
+        pair = self.state.pair_for(self.annotate.annotation())
+        if pair is None:
+            return
+        region = self._preview_region
+        if region is None or region.offset != preview.offset:
+            return
+        lead = (1,) if region.time_index is not None else ()
+        placement = region.placement(pair.image, pair.axes)
+        name = f"{pair.image.name} preview"
+        rgb = preview.rgb.reshape(lead + preview.rgb.shape)
+        instances = preview.instances.reshape(lead + preview.instances.shape)
+        show_layer(self.viewer, name, rgb, "image", placement=placement, rgb=True, opacity=0.6)
+        show_layer(self.viewer, f"{name} instances", instances, "labels", placement=placement)
+        self.viewer.layers.selection.active = pair.annotation
+
+    def _on_return(self, result: TrainResult) -> None:
+        word = "Stopped" if result.stopped else "Finished"
+        self.status.setText(f"{word} at step {result.step} ({result.steps_done} steps this run).")
+        self._completed = not result.stopped
+
+    def _on_finish(self) -> None:
+        """After return or error: release the panel, then announce how the run ended."""
+        self.state.training = False
+        self.plot.draw()
+        if self.worker in self.state.workers:
+            self.state.workers.remove(self.worker)
+        self.worker = None
+        self._camera().events.disconnect(self._view_changed)
+        self.viewer.dims.events.current_step.disconnect(self._view_changed)
+        self.state.training_changed.emit(False)
+        self._update_buttons()
+        self.state.model_changed.emit()
+        completed, self._completed = self._completed, False
+        self.finished.emit(completed)
+
+    def _annotations_edited(self) -> None:
+        """Hand new strokes to the running training (used from its next step)."""
+        if not self.state.training or self._inbox is None:
+            return
+        try:
+            data = self.state.training_data()
+        except (ValueError, TypeError):
+            return  # e.g. the only object was erased: keep training on the last good data
+        self._inbox.post_data(data.images, data.annotations, channel_axis=data.axes.channel_axis)
+
+    # ------------------------------------------------------------------ preview region
+    @qdebounced(timeout=400)
+    def _view_changed(self, *_: Any) -> None:
+        self._post_preview()
+
+    def _post_preview(self) -> None:
+        pair = self.state.pair_for(self.annotate.annotation())
+        self._preview_region = None
+        if self._inbox is None or pair is None or self.settings.preview_every.value() == 0:
+            return
+        region = visible_region(self.viewer, pair.image, pair.axes)
+        self._preview_region = region
+        crop = region.crop(pair.image.data, pair.axes)
+        self._inbox.post_preview(PreviewRequest(crop, region.offset, pair.axes.channel_axis))
+
+    # ------------------------------------------------------------------ display
+    def _show_model(self) -> None:
+        trainer = self.state.trainer
+        if trainer is None and self.state.loaded_checkpoint is None:
+            self.status.setText("No model yet: the next training starts a new network.")
+        elif trainer is None:
+            history = self.state.loaded_checkpoint.history
+            self.plot.set_history(history)
+            self.status.setText("Loaded model: press Train to fine-tune it, or segment with it.")
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        training = self.state.training
+        self.train_button.setEnabled(not training)
+        self.train_button.setText("Continue training" if self.state.trainer else "Train")
+        self.stop_button.setEnabled(training)
+        self.reset_button.setEnabled(not training and self.state.trainer is not None)
+        self.settings.size_box.setEnabled(self.state.trainer is None)
+        self.settings.device_box.setEnabled(self.state.trainer is None)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"

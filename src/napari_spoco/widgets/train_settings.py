@@ -1,0 +1,185 @@
+"""The Train section's settings: basic controls, an advanced fold, and the config they build."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from ..core.annotation import median_object_diameter
+from ..core.config import (
+    DEFAULT_PATCH_SHAPE,
+    MODEL_PRESETS,
+    LossConfig,
+    TrainConfig,
+    model_config_for,
+    object_scale_for_diameter,
+)
+from ..core.device import available_devices
+from ._state import TrainingData
+from ._tooltips import TOOLTIPS
+
+__all__ = ["TrainSettings"]
+
+_WEIGHTS = (
+    "pull_weight",
+    "push_weight",
+    "instance_weight",
+    "unlabeled_push_weight",
+    "consistency_weight",
+    "foreground_weight",
+    "distance_weight",
+)
+
+
+def _spin(
+    value: float, low: float, high: float, *, decimals: int = 0, step: float = 1
+) -> QSpinBox | QDoubleSpinBox:
+    """Integer spin box, or a float one with ``decimals`` places."""
+    if decimals == 0:
+        box = QSpinBox()
+        box.setRange(int(low), int(high))
+        box.setSingleStep(int(step))
+        box.setValue(int(value))
+        return box
+    box = QDoubleSpinBox()
+    box.setDecimals(decimals)
+    box.setRange(low, high)
+    box.setSingleStep(step)
+    box.setValue(value)
+    return box
+
+
+class TrainSettings(QWidget):
+    """Controls of the Train section; :meth:`build_config` turns them into a TrainConfig."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        defaults = LossConfig()
+        self.controls: dict[str, QWidget] = {}
+        self.size_box = QComboBox()
+        self.size_box.addItems(list(MODEL_PRESETS))
+        self.size_box.setCurrentText("medium")
+        self.device_box = QComboBox()
+        self.device_box.addItems(available_devices())
+        self.iterations = _spin(500, 1, 1_000_000, step=100)
+        self.learning_rate = _spin(0, 0, 1, decimals=5, step=1e-4)
+        self.learning_rate.setSpecialValueText("auto")
+        self.object_diameter = _spin(0, 0, 10_000, decimals=1)
+        self.object_diameter.setSpecialValueText("auto")
+        self.preview_every = _spin(5, 0, 600, decimals=1)
+        self.segment_when_done = QCheckBox("Segment the image when training ends")
+        self.segment_when_done.setChecked(True)
+        basic = QFormLayout()
+        for label, key, widget in (
+            ("Network", "model_choice", self.size_box),
+            ("Device", "device", self.device_box),
+            ("Iterations", "iterations", self.iterations),
+            ("Learning rate", "learning_rate", self.learning_rate),
+            ("Object diameter", "object_diameter", self.object_diameter),
+            ("Preview every (s)", "preview_every", self.preview_every),
+        ):
+            basic.addRow(label, widget)
+            self.controls[key] = widget
+        basic.addRow(self.segment_when_done)
+        self.controls["segment_when_done"] = self.segment_when_done
+
+        self.patch_size = _spin(DEFAULT_PATCH_SHAPE[2][-1], 16, 1024, step=16)
+        self.patch_depth = _spin(DEFAULT_PATCH_SHAPE[3][0], 4, 256, step=4)
+        self.batch_size = _spin(4, 1, 64)
+        self.delta_v = _spin(defaults.delta_v, 0.05, 10, decimals=2, step=0.1)
+        self.delta_d = _spin(defaults.delta_d, 0.1, 20, decimals=2, step=0.1)
+        self.kernel_threshold = _spin(defaults.kernel_threshold, 0.01, 0.99, decimals=2, step=0.05)
+        self.ema_momentum = _spin(TrainConfig.ema_momentum, 0, 0.9999, decimals=4, step=0.001)
+        self.ring_width = _spin(defaults.ring_width, 0, 50)
+        self.seed = _spin(0, 0, 2**31 - 1)
+        self.weights = {
+            name: _spin(getattr(defaults, name), 0, 100, decimals=3, step=0.1) for name in _WEIGHTS
+        }
+        advanced_form = QFormLayout()
+        rows = [
+            ("Patch size", "patch_size", self.patch_size),
+            ("Patch depth (3D)", "patch_depth", self.patch_depth),
+            ("Batch size", "batch_size", self.batch_size),
+            ("delta_v", "delta_v", self.delta_v),
+            ("delta_d", "delta_d", self.delta_d),
+            ("Kernel threshold", "kernel_threshold", self.kernel_threshold),
+            ("EMA momentum", "ema_momentum", self.ema_momentum),
+            ("Ring width", "ring_width", self.ring_width),
+            ("Seed", "seed", self.seed),
+        ]
+        rows += [
+            (name.replace("_weight", "").replace("_", " "), name, w)
+            for name, w in self.weights.items()
+        ]
+        for label, key, widget in rows:
+            advanced_form.addRow(label, widget)
+            self.controls[key] = widget
+        advanced_body = QWidget()
+        advanced_body.setLayout(advanced_form)
+        self.advanced = QCollapsible("Advanced")
+        self.advanced.addWidget(advanced_body)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(basic)
+        layout.addWidget(self.advanced)
+        for key, widget in self.controls.items():
+            widget.setToolTip(TOOLTIPS[key])
+
+    def build_config(self, data: TrainingData, *, fine_tune: bool = False) -> TrainConfig:
+        """Combine the settings with what the data says (dimensions, channels, sizes, background).
+
+        Raises
+        ------
+        ValueError
+            If a combination of settings is invalid (the message names the field).
+        """
+        is_3d = data.axes.spatial_dims == 3
+        model = model_config_for(
+            data.axes.spatial_dims,
+            data.channels,
+            size=self.size_box.currentText(),
+            anisotropic_pooling=True,
+        )
+        loss = LossConfig(
+            delta_v=self.delta_v.value(),
+            delta_d=self.delta_d.value(),
+            kernel_threshold=self.kernel_threshold.value(),
+            background_id=data.background_id,
+            ring_width=self.ring_width.value(),
+            **{name: box.value() for name, box in self.weights.items()},
+        )
+        patch = self.patch_size.value()
+        patch_shape = (self.patch_depth.value(), patch, patch) if is_3d else (patch, patch)
+        return TrainConfig(
+            model=model,
+            loss=loss,
+            iterations=self.iterations.value(),
+            batch_size=self.batch_size.value(),
+            patch_shape=patch_shape,
+            learning_rate=self.learning_rate.value() or None,
+            ema_momentum=self.ema_momentum.value(),
+            object_scale=self.object_scale(data),
+            seed=self.seed.value(),
+        )
+
+    def object_scale(self, data: TrainingData) -> float:
+        """Resize factor from the diameter setting, or from the annotated objects when auto."""
+        diameter = self.object_diameter.value() or None
+        if diameter is None:
+            diameters = [
+                median_object_diameter(a, background_id=data.background_id)
+                for a in data.annotations
+            ]
+            measured = [d for d in diameters if d is not None]
+            diameter = float(np.median(measured)) if measured else None
+        # Only the diameter of real objects counts; a stray pixel would blow the image up.
+        return float(np.clip(object_scale_for_diameter(diameter), 0.05, 4.0))

@@ -1,0 +1,122 @@
+"""The panel as napari shows it: plugin menu, tooltips, image kinds, closing."""
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QThreadPool
+from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QListWidget
+
+from napari_spoco.core.sample_data import load_nuclei_2d, load_nuclei_3d
+from napari_spoco.widgets import SpocoWidget
+
+
+def test_panel_opens_from_the_plugins_menu(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-spoco", "SPOCO")
+    assert isinstance(widget, SpocoWidget)
+    titles = [action.text() for action in viewer.window.plugins_menu.actions()]
+    assert any("SPOCO" in title for title in titles), titles
+
+
+def test_every_control_explains_itself(panel):
+    controls = [
+        w
+        for kind in (QAbstractButton, QComboBox, QAbstractSpinBox, QListWidget)
+        for w in panel.findChildren(kind)
+        if w.parent() is not None and "Collapsible" not in type(w.parent()).__name__
+    ]
+    assert len(controls) > 30
+    missing = [w for w in controls if not w.toolTip() and w.text() != "Advanced"]
+    assert not missing, [type(w).__name__ for w in missing]
+
+
+def test_closing_the_viewer_stops_training(make_napari_viewer, paint, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(load_nuclei_2d()[0], name="nuclei")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-spoco", "SPOCO")
+    paint(panel)
+    panel.train.settings.iterations.setValue(100_000)
+    panel.train.train_button.click()
+    qtbot.waitUntil(lambda: panel.state.trainer.step >= 1, timeout=60_000)
+    trainer = panel.state.trainer
+    viewer.close()
+    assert QThreadPool.globalInstance().waitForDone(30_000)
+    qtbot.waitUntil(lambda: panel.state.trainer is None, timeout=10_000)
+    step = trainer.step
+    qtbot.wait(500)
+    assert trainer.step == step < 100_000  # stopped, not running on in the background
+
+
+def _annotate(panel, layer_name, labels):
+    panel.annotate.image_box.set_layer(panel.viewer.layers[layer_name])
+    layer = panel.annotate.new_annotation_layer()
+    layer.data = labels.astype(np.uint32)
+    return layer
+
+
+def _train_and_segment(panel, qtbot, iterations=3):
+    panel.train.settings.iterations.setValue(iterations)
+    panel.train.settings.preview_every.setValue(0)
+    with qtbot.waitSignal(panel.train.finished, timeout=180_000) as trained:
+        panel.train.train_button.click()
+        assert panel.state.training, "training did not start"
+    assert trained.args == [True], "training failed"
+    qtbot.waitSignal(panel.segment.segmented, timeout=180_000).wait()
+
+
+def test_3d_stack(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, truth = load_nuclei_3d()
+    viewer.add_image(image, name="stack", scale=(2.0, 1.0, 1.0))
+    panel = SpocoWidget(viewer)
+    assert panel.annotate.axes().spec == "ZYX"
+    layer = _annotate(panel, "stack", np.where(np.isin(truth, np.unique(truth)[1:6]), truth, 0))
+    assert layer.data.shape == image.shape and tuple(layer.scale) == (2.0, 1.0, 1.0)
+    panel.train.settings.patch_size.setValue(48)
+    panel.train.settings.patch_depth.setValue(8)
+    _train_and_segment(panel, qtbot)
+    model = panel.state.trainer.config.model
+    assert model.spatial_dims == 3 and model.norm == "group"
+    instances = viewer.layers["stack instances"]
+    assert instances.data.shape == image.shape and tuple(instances.scale) == (2.0, 1.0, 1.0)
+    panel.stop_workers()
+
+
+@pytest.mark.parametrize("axes", ["CYX", "YXC"])
+def test_multichannel_and_rgb_images(make_napari_viewer, qtbot, axes):
+    viewer = make_napari_viewer()
+    image, truth = load_nuclei_2d()
+    image, truth = image[:160, :160], truth[:160, :160]
+    if axes == "CYX":
+        data = np.stack([image, image.max() - image])
+        viewer.add_image(data, name="cells")
+    else:
+        gray = (255 * image / image.max()).astype(np.uint8)
+        viewer.add_image(np.stack([gray] * 3, axis=-1), name="cells", rgb=True)
+    panel = SpocoWidget(viewer)
+    assert panel.annotate.axes().spec == axes
+    layer = _annotate(panel, "cells", np.where(np.isin(truth, np.unique(truth)[1:5]), truth, 0))
+    assert layer.data.shape == (160, 160)
+    _train_and_segment(panel, qtbot)
+    assert panel.state.trainer.config.model.in_channels == (2 if axes == "CYX" else 3)
+    assert viewer.layers["cells instances"].data.shape == (160, 160)
+    panel.stop_workers()
+
+
+def test_time_series_trains_on_annotated_frames_and_segments_all(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, truth = load_nuclei_2d()
+    frames = np.stack([image[:128, :128], image[128:256, :128], image[256:384, :128]])
+    viewer.add_image(frames, name="movie")
+    panel = SpocoWidget(viewer)
+    panel.annotate.axes_box.setCurrentText("TYX")
+    labels = np.zeros(frames.shape, dtype=np.uint32)
+    middle = truth[128:256, :128]
+    labels[1] = np.where(np.isin(middle, np.unique(middle)[1:6]), middle, 0)
+    _annotate(panel, "movie", labels)
+    data = panel.state.training_data()
+    assert len(data.images) == 1 and data.images[0].shape == (128, 128)  # frame 1 only
+    panel.segment.scope.setCurrentText("all time points")
+    _train_and_segment(panel, qtbot)
+    instances = viewer.layers["movie instances"].data
+    assert instances.shape == frames.shape
+    panel.stop_workers()
