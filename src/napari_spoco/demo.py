@@ -53,6 +53,7 @@ def annotate_like_a_user(
         annotation[strokes & (annotation == 0)] = background_id
         layer.data = annotation
     panel.annotate.new_object()
+    panel.annotate.refresh_pairs()  # at once, not after the paint debounce
     return layer
 
 
@@ -90,6 +91,7 @@ def run_demo(
     viewer.add_labels(truth, name="ground truth", visible=False)
     _, panel = viewer.window.add_plugin_dock_widget("napari-spoco", "SPOCO")
     viewer.window._qt_window.resize(1500, 1000)
+    viewer.reset_view()
     panel.annotate.image_box.set_layer(viewer.layers["nuclei"])
     layer = annotate_like_a_user(panel, truth, fraction=fraction, seed=seed)
     if device != "auto":
@@ -110,7 +112,9 @@ def run_demo(
     panel.segment.segmented.connect(segmented)
     panel.train.finished.connect(trained)
     logger.info(
-        "training on %d painted nuclei for %d steps", len(np.unique(layer.data)) - 2, iterations
+        "training on %d painted nuclei and background strokes for %d steps",
+        panel.annotate.object_count(),
+        iterations,
     )
     panel.train.start()
     if not headless:

@@ -120,3 +120,26 @@ def test_time_series_trains_on_annotated_frames_and_segments_all(make_napari_vie
     instances = viewer.layers["movie instances"].data
     assert instances.shape == frames.shape
     panel.stop_workers()
+
+
+def test_large_images_are_segmented_block_wise_and_shown_lazily(
+    panel, qtbot, monkeypatch, tmp_path
+):
+    import dask.array as da
+
+    from napari_spoco import bigdata
+    from napari_spoco.core.checkpoint import save_checkpoint
+    from napari_spoco.core.config import TrainConfig, model_config_for
+    from napari_spoco.core.training import Trainer
+
+    model = model_config_for(2, 1, size="small")
+    path = save_checkpoint(
+        tmp_path / "m.pt", Trainer(TrainConfig(model=model), device="cpu").checkpoint()
+    )
+    assert panel.files.load_model(path)
+    monkeypatch.setattr(bigdata, "LARGE_IMAGE_PIXELS", 256 * 256)  # the 512² sample counts as large
+    with qtbot.waitSignal(panel.segment.segmented, timeout=120_000):
+        panel.segment.predict()
+    layer = panel.viewer.layers["nuclei instances"]
+    assert isinstance(layer.data, da.Array) and layer.data.shape == (512, 512)
+    assert "block-wise" in panel.segment.status.text()

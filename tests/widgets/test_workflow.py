@@ -200,3 +200,29 @@ def test_annotations_autosave_and_restore(panel, paint, qtbot):
     panel.viewer.layers.remove(annotation_layer)
     assert panel.files.restore_autosave()
     np.testing.assert_array_equal(panel.viewer.layers[annotation_layer.name].data, painted)
+
+
+def test_fine_tune_a_model_file_chosen_in_the_network_box(
+    panel, paint, qtbot, tmp_path, monkeypatch
+):
+    from napari_spoco.core.training import FINE_TUNE_LR
+    from napari_spoco.widgets import files
+
+    paint(panel)
+    panel.train.settings.segment_when_done.setChecked(False)
+    panel.train.settings.iterations.setValue(2)
+    with qtbot.waitSignal(panel.train.finished, timeout=120_000):
+        panel.train.train_button.click()
+    path = panel.files.save_model(tmp_path / "first.pt")
+    panel.train.reset_button.click()
+    assert panel.state.trainer is None
+    monkeypatch.setattr(
+        files.QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), ""))
+    )
+    panel.train.settings.size_box.setCurrentText("fine-tune a model file…")
+    assert panel.train.settings.size_box.currentText() == "model file: first.pt"
+    with qtbot.waitSignal(panel.train.finished, timeout=120_000):
+        panel.train.train_button.click()
+    trainer = panel.state.trainer
+    assert trainer.step == 4 and trainer.learning_rate == FINE_TUNE_LR
+    assert panel.train.settings.size_box.currentText() == "model file: first.pt"

@@ -8,6 +8,7 @@ train on it), so the link survives re-ordering, saving and re-opening.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,6 +92,7 @@ class SpocoState:
         self.viewer = viewer
         self.trainer: Trainer | None = None
         self.loaded_checkpoint: Checkpoint | None = None
+        self.loaded_path: Path | None = None
         self.training = False
         self.busy = False  # a prediction or clustering job is running
         self.device = "auto"  # device for a loaded model (the trainer keeps its own)

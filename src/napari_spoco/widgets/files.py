@@ -104,6 +104,7 @@ class FilesSection(QWidget):
             return False
         self.state.trainer = None
         self.state.loaded_checkpoint = checkpoint
+        self.state.loaded_path = Path(path)
         self.state.model_changed.emit()
         model = checkpoint.config.model
         self.status.setText(
@@ -197,6 +198,7 @@ class FilesSection(QWidget):
             link_annotation(layer, image, pair.axes, background_id=pair.background_id)
         self.state.trainer = None
         self.state.loaded_checkpoint = session.checkpoint
+        self.state.loaded_path = Path(folder) / "model.pt" if session.checkpoint else None
         self.state.pairs_changed.emit()
         self.state.model_changed.emit()
         self.status.setText(f"Opened session {folder} ({len(session.pairs)} annotation layer(s)).")

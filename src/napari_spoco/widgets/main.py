@@ -65,6 +65,7 @@ class SpocoWidget(QWidget):
         # destroys it: release the model and the cached predictions then.
         self.destroyed.connect(partial(_release, self.state))
         self.train.finished.connect(self._training_finished)
+        self.train.model_file_requested.connect(lambda: self.files.load_model())
         self.segment.segmented.connect(self.correct.attach)
         viewer.layers.selection.events.active.connect(self._follow_active_layer)
 

@@ -22,9 +22,7 @@ from qtpy.QtWidgets import (
 from superqt.utils import ensure_main_thread, qdebounced
 
 from ..core.axes import Axes, guess_axes
-from ..core.image import check_image_values
-from ..core.inference import Prediction, predict, segment_prediction
-from ..core.visualize import embeddings_to_rgb
+from ._jobs import blockwise_job, cluster_job, predict_job
 from ._layers import LayerComboBox, show_layer
 from ._run import start_worker
 from ._state import CachedPrediction, SpocoState
@@ -37,41 +35,6 @@ if TYPE_CHECKING:
     from .annotate import AnnotateSection
 
 __all__ = ["SegmentSection"]
-
-
-def _predict_job(model, teacher, config, frames, channel_axis, device, report) -> list:  # noqa: ANN001
-    """Worker body: embed every frame (tiled), with the teacher too when it is needed."""
-    results = []
-    for done, (t, image) in enumerate(frames):
-        check_image_values(image)
-        options = {
-            "loss": config.loss,
-            "object_scale": config.object_scale,
-            "channel_axis": channel_axis,
-            "device": device,
-        }
-        tiles = lambda i, n, done=done: report(done * n + i, len(frames) * n)  # noqa: E731
-        prediction = predict(model, image, progress=tiles, **options)
-        teacher_embeddings = None
-        if teacher is not None:
-            teacher_embeddings = predict(teacher, image, **options).embeddings
-        results.append((t, prediction, teacher_embeddings))
-    return results
-
-
-def _cluster_job(cached: list[CachedPrediction], config, teachers) -> list:  # noqa: ANN001
-    """Worker body: instances, foreground mask and embedding colours of every cached frame."""
-    out = []
-    for entry, teacher in zip(cached, teachers, strict=True):
-        prediction: Prediction = entry.prediction
-        instances = segment_prediction(prediction, config, teacher=teacher)
-        if prediction.foreground is not None and config.foreground == "head":
-            mask = prediction.foreground > config.foreground_threshold
-        else:
-            mask = instances > 0
-        rgb = embeddings_to_rgb(prediction.embeddings)
-        out.append((entry.time_index, instances, mask.astype(np.uint8), rgb))
-    return out
 
 
 class SegmentSection(QWidget):
@@ -166,6 +129,8 @@ class SegmentSection(QWidget):
                 f"{channels}-channel {axes.spatial_dims}D ({axes.spec}). Check its axes."
             )
             return None
+        if self._is_large(layer, axes):
+            return self._predict_blockwise(layer, axes, config, device)
         frames = self._frames(layer, axes)
         use_teacher = teacher if self.settings.method.currentText() == "consistency" else None
         self.image_box.set_layer(layer)
@@ -174,13 +139,63 @@ class SegmentSection(QWidget):
         self.progress.setRange(0, 100)
         self.status.setText(f"Predicting {layer.name}…")
         worker = start_worker(
-            _predict_job, model, use_teacher, config, frames, axes.channel_axis, device,
+            predict_job, model, use_teacher, config, frames, axes.channel_axis, device,
             self._report,
             on_return=lambda results: self._predicted(layer, axes, results),
             on_error=lambda _: self._failed(),
         )  # fmt: skip
         self.state.workers.append(worker)
         return worker
+
+    @staticmethod
+    def _is_large(layer: Image, axes: Axes) -> bool:
+        """Images too big for one prediction in memory take the block-wise path."""
+        from .. import bigdata
+
+        if axes.has_time:
+            return False
+        spatial = [n for n, a in zip(layer.data.shape, axes.spec, strict=True) if a != "C"]
+        return int(np.prod(spatial)) > bigdata.LARGE_IMAGE_PIXELS
+
+    def _predict_blockwise(self, layer: Image, axes: Axes, config: Any, device: Any) -> Any:
+        """Segment block by block; the result is a lazily shown zarr-backed layer."""
+        checkpoint = (
+            self.state.trainer.checkpoint() if self.state.trainer else self.state.loaded_checkpoint
+        )
+        try:
+            segment_config = self.settings.config()
+        except ValueError as error:
+            show_warning(str(error))
+            return None
+        self._set_busy(True)
+        self._pbar = progress(total=100, desc=f"SPOCO: segmenting {layer.name} block-wise")
+        self.status.setText(f"{layer.name} is large: segmenting block by block…")
+        worker = start_worker(
+            blockwise_job, checkpoint, layer.data, segment_config, axes.channel_axis, device,
+            self._report,
+            on_return=lambda result: self._blockwise_done(layer, axes, result),
+            on_error=lambda _: self._failed(),
+        )  # fmt: skip
+        self.state.workers.append(worker)
+        return worker
+
+    def _blockwise_done(self, layer: Image, axes: Axes, instances: Any) -> None:
+        import dask.array as da
+
+        self._close_pbar()
+        keep = [i for i, a in enumerate(axes.spec) if a != "C"]
+        placement = {
+            "scale": layer.scale if layer.rgb else np.asarray(layer.scale)[keep],
+            "translate": layer.translate if layer.rgb else np.asarray(layer.translate)[keep],
+        }
+        lazy = da.from_zarr(instances)
+        show_layer(self.viewer, f"{layer.name} instances", lazy, "labels", placement=placement)
+        self.status.setText(
+            f"{layer.name}: segmented block-wise; the instances are read from "
+            f"{instances.store} as you browse (File > Save Selected Layers keeps them)."
+        )
+        self._set_busy(False)
+        self.segmented.emit(layer.name)
 
     def _frames(self, layer: Image, axes: Axes) -> list[tuple[int | None, np.ndarray]]:
         if not axes.has_time:
@@ -246,7 +261,7 @@ class SegmentSection(QWidget):
         self._set_busy(True)
         self.status.setText(f"Clustering {layer.name} ({config.method})…")
         worker = start_worker(
-            _cluster_job, cached, config, teachers,
+            cluster_job, cached, config, teachers,
             on_return=lambda results: self._clustered(layer, results),
             on_error=lambda _: self._failed(),
         )  # fmt: skip

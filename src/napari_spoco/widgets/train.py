@@ -12,6 +12,7 @@ from psygnal import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 from superqt.utils import qdebounced
 
+from ..core.config import ModelConfig
 from ..core.image import check_image_size
 from ..core.interactive import Inbox, PreviewRequest, TrainUpdate, train_with_previews
 from ..core.training import Trainer, TrainResult
@@ -21,7 +22,7 @@ from ._state import SpocoState, TrainingData
 from ._tooltips import TOOLTIPS
 from ._view import visible_region
 from .loss_plot import LossPlot
-from .train_settings import TrainSettings
+from .train_settings import FROM_FILE, TrainSettings
 
 if TYPE_CHECKING:
     import napari
@@ -45,6 +46,7 @@ class TrainSection(QWidget):
     """Start/stop training; show progress, speed, ETA, loss curves and a live preview."""
 
     finished = Signal(bool)  # True when the run ended normally (not stopped, no error)
+    model_file_requested = Signal()
 
     def __init__(
         self, viewer: napari.viewer.Viewer, state: SpocoState, annotate: AnnotateSection
@@ -84,6 +86,7 @@ class TrainSection(QWidget):
         state.model_changed.connect(self._show_model)
         state.annotations_edited.connect(self._annotations_edited)
         self.settings.device_box.currentTextChanged.connect(self._device_changed)
+        self.settings.size_box.currentTextChanged.connect(self._network_chosen)
         self._device_changed(self.settings.device_box.currentText())
         self._update_buttons()
 
@@ -142,29 +145,27 @@ class TrainSection(QWidget):
         config = self.settings.build_config(data)
         trainer = self.state.trainer
         if trainer is not None:
-            model = trainer.config.model
-            if (model.spatial_dims, model.in_channels) != (data.axes.spatial_dims, data.channels):
-                raise ValueError(
-                    f"The current model reads {model.in_channels}-channel {model.spatial_dims}D "
-                    f"images, these are {data.channels}-channel {data.axes.spatial_dims}D: "
-                    "press 'Start over' for a new network."
-                )
-            trainer.reconfigure(replace(config, model=model))
+            _check_model_fits(trainer.config.model, data, "current model", "press 'Start over'")
+            trainer.reconfigure(replace(config, model=trainer.config.model))
             return trainer
         checkpoint = self.state.loaded_checkpoint
         if checkpoint is not None:
-            model = checkpoint.config.model
-            if (model.spatial_dims, model.in_channels) != (data.axes.spatial_dims, data.channels):
-                raise ValueError(
-                    f"The loaded model reads {model.in_channels}-channel {model.spatial_dims}D "
-                    f"images, these are {data.channels}-channel {data.axes.spatial_dims}D."
-                )
+            _check_model_fits(checkpoint.config.model, data, "loaded model", "choose a new network")
         device = self.settings.device_box.currentText()
         return Trainer(config, device=device, checkpoint=checkpoint)
 
     def _camera(self) -> Any:
         """Return the canvas camera (``viewer.scene.camera`` since napari 0.9)."""
         return getattr(self.viewer, "scene", self.viewer).camera
+
+    def _network_chosen(self, text: str) -> None:
+        if text == FROM_FILE:
+            self.model_file_requested.emit()
+            self._show_model()  # back to the loaded file, or a new network if none was chosen
+        elif text.startswith("new ") and self.state.loaded_checkpoint is not None:
+            self.state.loaded_checkpoint = None  # a new network replaces the loaded file
+            self.state.loaded_path = None
+            self.state.model_changed.emit()
 
     def _device_changed(self, name: str) -> None:
         self.state.device = name
@@ -182,6 +183,7 @@ class TrainSection(QWidget):
             return
         self.state.trainer = None
         self.state.loaded_checkpoint = None
+        self.state.loaded_path = None
         self.plot.set_history([])
         self.state.model_changed.emit()
 
@@ -264,6 +266,9 @@ class TrainSection(QWidget):
 
     # ------------------------------------------------------------------ display
     def _show_model(self) -> None:
+        path = self.state.loaded_path
+        shown = f"model file: {path.name}" if path else None
+        self.settings.show_model_file(shown)
         trainer = self.state.trainer
         if trainer is None and self.state.loaded_checkpoint is None:
             self.status.setText("No model yet: the next training starts a new network.")
@@ -281,6 +286,15 @@ class TrainSection(QWidget):
         self.reset_button.setEnabled(not training and self.state.trainer is not None)
         self.settings.size_box.setEnabled(self.state.trainer is None)
         self.settings.device_box.setEnabled(self.state.trainer is None)
+
+
+def _check_model_fits(model: ModelConfig, data: TrainingData, which: str, remedy: str) -> None:
+    """Refuse images whose dimensionality or channel count the model cannot read."""
+    if (model.spatial_dims, model.in_channels) != (data.axes.spatial_dims, data.channels):
+        raise ValueError(
+            f"The {which} reads {model.in_channels}-channel {model.spatial_dims}D images, "
+            f"these are {data.channels}-channel {data.axes.spatial_dims}D: {remedy}."
+        )
 
 
 def _duration(seconds: float) -> str:

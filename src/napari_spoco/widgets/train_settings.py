@@ -27,7 +27,10 @@ from ..core.device import available_devices
 from ._state import TrainingData
 from ._tooltips import TOOLTIPS
 
-__all__ = ["TrainSettings"]
+__all__ = ["FROM_FILE", "TrainSettings"]
+
+#: Network choice that asks for a model file to fine-tune.
+FROM_FILE = "fine-tune a model file…"
 
 _WEIGHTS = (
     "pull_weight",
@@ -66,8 +69,9 @@ class TrainSettings(QWidget):
         defaults = LossConfig()
         self.controls: dict[str, QWidget] = {}
         self.size_box = QComboBox()
-        self.size_box.addItems(list(MODEL_PRESETS))
-        self.size_box.setCurrentText("medium")
+        self.size_box.addItems([f"new {size} network" for size in MODEL_PRESETS])
+        self.size_box.addItem(FROM_FILE)
+        self.size_box.setCurrentText("new medium network")
         self.device_box = QComboBox()
         self.device_box.addItems(available_devices())
         self.iterations = _spin(500, 1, 1_000_000, step=100)
@@ -146,7 +150,7 @@ class TrainSettings(QWidget):
         model = model_config_for(
             data.axes.spatial_dims,
             data.channels,
-            size=self.size_box.currentText(),
+            size=self.network_size(),
             anisotropic_pooling=True,
         )
         loss = LossConfig(
@@ -170,6 +174,23 @@ class TrainSettings(QWidget):
             object_scale=self.object_scale(data),
             seed=self.seed.value(),
         )
+
+    def network_size(self) -> str:
+        """Size preset of a new network ("medium" while a model file is chosen)."""
+        text = self.size_box.currentText()
+        return next((size for size in MODEL_PRESETS if text == f"new {size} network"), "medium")
+
+    def show_model_file(self, name: str | None) -> None:
+        """List a loaded model file as the network choice (None: back to a new network)."""
+        index = self.size_box.findText(name) if name else -1
+        for i in reversed(range(self.size_box.count())):
+            if self.size_box.itemText(i).startswith("model file: ") and i != index:
+                self.size_box.removeItem(i)
+        if name and index < 0:
+            self.size_box.addItem(name)
+        self.size_box.blockSignals(True)
+        self.size_box.setCurrentText(name or "new medium network")
+        self.size_box.blockSignals(False)
 
     def object_scale(self, data: TrainingData) -> float:
         """Resize factor from the diameter setting, or from the annotated objects when auto."""

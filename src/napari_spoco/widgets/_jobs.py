@@ -1,0 +1,66 @@
+"""Bodies of the Segment section's worker jobs (they run off the main thread, touch no layer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..core.image import check_image_values
+from ..core.inference import Prediction, predict, segment_prediction
+from ..core.visualize import embeddings_to_rgb
+from ._state import CachedPrediction
+
+__all__ = ["blockwise_job", "cluster_job", "predict_job"]
+
+
+def predict_job(model, teacher, config, frames, channel_axis, device, report) -> list:  # noqa: ANN001
+    """Worker body: embed every frame (tiled), with the teacher too when it is needed."""
+    results = []
+    for done, (t, image) in enumerate(frames):
+        check_image_values(image)
+        options = {
+            "loss": config.loss,
+            "object_scale": config.object_scale,
+            "channel_axis": channel_axis,
+            "device": device,
+        }
+        tiles = lambda i, n, done=done: report(done * n + i, len(frames) * n)  # noqa: E731
+        prediction = predict(model, image, progress=tiles, **options)
+        teacher_embeddings = None
+        if teacher is not None:
+            teacher_embeddings = predict(teacher, image, **options).embeddings
+        results.append((t, prediction, teacher_embeddings))
+    return results
+
+
+def blockwise_job(checkpoint, image, config, channel_axis, device, report):  # noqa: ANN001
+    """Worker body for images above :data:`~napari_spoco.bigdata.LARGE_IMAGE_PIXELS`.
+
+    Predicts and clusters block by block into a zarr store on disk, so neither
+    the image nor the result has to fit in memory; returns the zarr array.
+    """
+    import tempfile
+
+    from ..bigdata import segment_blockwise
+
+    out = Path(tempfile.mkdtemp(prefix="napari-spoco-")) / "instances.zarr"
+    return segment_blockwise(
+        checkpoint, image, segment_config=config, channel_axis=channel_axis, out=out,
+        device=device, progress=report,
+    )  # fmt: skip
+
+
+def cluster_job(cached: list[CachedPrediction], config, teachers) -> list:  # noqa: ANN001
+    """Worker body: instances, foreground mask and embedding colours of every cached frame."""
+    out = []
+    for entry, teacher in zip(cached, teachers, strict=True):
+        prediction: Prediction = entry.prediction
+        instances = segment_prediction(prediction, config, teacher=teacher)
+        if prediction.foreground is not None and config.foreground == "head":
+            mask = prediction.foreground > config.foreground_threshold
+        else:
+            mask = instances > 0
+        rgb = embeddings_to_rgb(prediction.embeddings)
+        out.append((entry.time_index, instances, mask.astype(np.uint8), rgb))
+    return out
