@@ -219,7 +219,7 @@ class FilesSection(QWidget):
             return None
         self._autosaving, self._pending = True, False
         return start_worker(
-            update_session, self.autosave_folder, pairs, images, annotations,
+            self, update_session, self.autosave_folder, pairs, images, annotations,
             on_return=lambda folder: self.status.setText(
                 f"Annotations autosaved at {time.strftime('%H:%M:%S')} to {folder}."
             ),

@@ -139,7 +139,7 @@ class SegmentSection(QWidget):
         self.progress.setRange(0, 100)
         self.status.setText(f"Predicting {layer.name}…")
         worker = start_worker(
-            predict_job, model, use_teacher, config, frames, axes.channel_axis, device,
+            self, predict_job, model, use_teacher, config, frames, axes.channel_axis, device,
             self._report,
             on_return=lambda results: self._predicted(layer, axes, results),
             on_error=lambda _: self._failed(),
@@ -171,7 +171,7 @@ class SegmentSection(QWidget):
         self._pbar = progress(total=100, desc=f"SPOCO: segmenting {layer.name} block-wise")
         self.status.setText(f"{layer.name} is large: segmenting block by block…")
         worker = start_worker(
-            blockwise_job, checkpoint, layer.data, segment_config, axes.channel_axis, device,
+            self, blockwise_job, checkpoint, layer.data, segment_config, axes.channel_axis, device,
             self._report,
             on_return=lambda result: self._blockwise_done(layer, axes, result),
             on_error=lambda _: self._failed(),
@@ -261,7 +261,7 @@ class SegmentSection(QWidget):
         self._set_busy(True)
         self.status.setText(f"Clustering {layer.name} ({config.method})…")
         worker = start_worker(
-            cluster_job, cached, config, teachers,
+            self, cluster_job, cached, config, teachers,
             on_return=lambda results: self._clustered(layer, results),
             on_error=lambda _: self._failed(),
         )  # fmt: skip
