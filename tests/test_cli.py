@@ -130,6 +130,24 @@ def test_train_writes_model_and_history_beside_it(data):
     assert rows[0].startswith("step,") and "loss_total" in rows[0] and len(rows) == 4
 
 
+def test_optional_loss_terms_reach_the_model_file_and_its_history(data, tmp_path, capsys):
+    base = ["train", "--images", str(data / "C.tif"), "--labels", str(data / "C_ann.tif"), *FAST]
+    argv = [*base, "--out", str(tmp_path / "ext.pt"), "--triplet-weight", "0.5",
+            "--triplet-on", "bottleneck", "--dispersive-weight", "0.1"]  # fmt: skip
+    assert main(argv) == 0
+    model = load_checkpoint(tmp_path / "ext.pt")
+    loss = model.config.loss
+    assert (loss.triplet_weight, loss.triplet_on, loss.dispersive_weight) == (
+        0.5,
+        "bottleneck",
+        0.1,
+    )
+    assert model.config.model.bottleneck_projection  # the triplet needs the projection
+    assert {"loss_triplet", "loss_dispersive"} <= set(model.history[-1])
+    _error(capsys, [*base, "--out", str(tmp_path / "bad.pt"), "--triplet-margin", "-1"], "train")
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_fine_tuning_starts_from_the_model_with_a_tenth_of_the_learning_rate(data, tmp_path):
     argv = [
         "train",

@@ -65,6 +65,13 @@ def _train(args: argparse.Namespace, *, pretraining: bool) -> None:
     logger.info("wrote %s and its training history", out)
 
 
+#: ``train`` flags (``cli._add_extensions``) that map one to one onto LossConfig fields.
+_EXTENSION_FLAGS = (
+    "triplet_weight", "triplet_margin", "triplet_anchors", "triplet_on",
+    "dispersive_weight", "dispersive_tau", "dispersive_on",
+)  # fmt: skip
+
+
 def _train_config(args, dims, channels, checkpoint, pretraining):
     from dataclasses import replace
 
@@ -95,9 +102,13 @@ def _train_config(args, dims, channels, checkpoint, pretraining):
         loss, scale = LossConfig(), 1.0
     if args.object_size is not None:
         scale = object_scale_for_diameter(args.object_size)
-    loss = (
-        pretraining_loss(loss) if pretraining else replace(loss, background_id=args.background_id)
-    )
+    if pretraining:
+        loss = pretraining_loss(loss)
+    else:
+        extensions = {n: getattr(args, n) for n in _EXTENSION_FLAGS if getattr(args, n) is not None}
+        loss = replace(loss, background_id=args.background_id, **extensions)
+    if checkpoint is None and loss.triplet_weight > 0 and loss.triplet_on == "bottleneck":
+        model = replace(model, bottleneck_projection=True)
     return TrainConfig(
         model=model, loss=loss, iterations=args.iterations, batch_size=args.batch_size,
         patch_shape=tuple(args.patch) if args.patch else DEFAULT_PATCH_SHAPE[dims],

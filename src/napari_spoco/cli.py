@@ -62,6 +62,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--background-id", type=int, metavar="ID",
         help="label value of background scribbles (default: none)",
     )  # fmt: skip
+    _add_extensions(train)
     train.set_defaults(handler=run.train)
 
     pretrain = commands.add_parser(
@@ -180,6 +181,38 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cuda:N, mps, cpu or auto")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_extensions(parser: argparse.ArgumentParser) -> None:
+    """Add the optional loss terms; unset flags keep the defaults of ``LossConfig``."""
+    group = parser.add_argument_group("optional loss terms (off by default, see docs/method.md)")
+    group.add_argument(
+        "--triplet-weight", type=float, metavar="W",
+        help="weight of the identity-aware triplet term (default: 0, off)",
+    )  # fmt: skip
+    group.add_argument(
+        "--triplet-margin", type=float, metavar="M", help="triplet margin (default: 2 x delta_d)"
+    )
+    group.add_argument(
+        "--triplet-anchors", type=int, metavar="N", help="anchor pixels per patch (default: 64)"
+    )
+    group.add_argument(
+        "--triplet-on", choices=("embedding", "bottleneck"),
+        help="apply the triplet term to the embedding (default) or to a projection of the "
+        "deepest encoder features (adds that projection to a new network)",
+    )  # fmt: skip
+    group.add_argument(
+        "--dispersive-weight", type=float, metavar="W",
+        help="weight of the dispersive regulariser (default: 0, off)",
+    )  # fmt: skip
+    group.add_argument(
+        "--dispersive-tau", type=float, metavar="T", help="dispersive temperature (default: 0.5)"
+    )
+    group.add_argument(
+        "--dispersive-on", choices=("objects", "bottleneck", "both"),
+        help="spread the annotated objects' mean embeddings (default), the pooled deepest "
+        "encoder features, or both",
+    )  # fmt: skip
 
 
 def _add_segmentation(parser: argparse.ArgumentParser) -> None:

@@ -143,3 +143,20 @@ def test_large_images_are_segmented_block_wise_and_shown_lazily(
     layer = panel.viewer.layers["nuclei instances"]
     assert isinstance(layer.data, da.Array) and layer.data.shape == (512, 512)
     assert "block-wise" in panel.segment.status.text()
+
+
+def test_advanced_settings_reach_the_training_config(panel, paint):
+    paint(panel, background=True)
+    settings = panel.train.settings
+    settings.weights["triplet_weight"].setValue(0.5)
+    settings.triplet_on.setCurrentText("bottleneck")
+    settings.weights["dispersive_weight"].setValue(0.1)
+    settings.delta_d.setValue(2.5)
+    settings.patch_size.setValue(96)
+    settings.object_diameter.setValue(48)
+    data = panel.state.training_data()
+    config = settings.build_config(data)
+    assert config.loss.triplet_weight == 0.5 and config.loss.dispersive_weight == 0.1
+    assert config.model.bottleneck_projection and config.model.foreground_head
+    assert config.loss.delta_d == 2.5 and config.patch_shape == (96, 96)
+    assert config.object_scale == 0.5 and config.loss.background_id == data.background_id

@@ -59,6 +59,10 @@ class ModelConfig:
     distance_head : bool
         One more output channel: the logit of the normalised inner distance
         (1 at an object's centre, falling to 0 at its border and outside).
+    bottleneck_projection : bool
+        A small 1×1 projection of the deepest encoder features to
+        ``embedding_dim`` channels, trained by the triplet term when
+        ``LossConfig.triplet_on == "bottleneck"``; it adds no output channel.
     """
 
     spatial_dims: int = 2
@@ -71,6 +75,7 @@ class ModelConfig:
     anisotropic_pooling: bool = False
     foreground_head: bool = False
     distance_head: bool = False
+    bottleneck_projection: bool = False
 
     def __post_init__(self) -> None:
         _require(
@@ -140,6 +145,13 @@ class LossConfig:
     pixels within ``ring_width`` of an annotated object are negative. That ring
     assumes objects are separated by background (nuclei, sparse cells); set it
     to 0 for tissue where objects touch everywhere.
+
+    Two optional terms (``core/extensions.py``), off while their weight is 0:
+    the identity-aware triplet term (``triplet_*``; ``triplet_margin=None``
+    means ``2 * delta_d``; ``triplet_anchors`` per image; on the embedding or
+    on ``ModelConfig.bottleneck_projection``) and the dispersive regulariser
+    (``dispersive_*``; on the annotated objects' mean embeddings, the pooled
+    bottleneck features or both; ``dispersive_tau`` in the units given there).
     """
 
     delta_v: float = 0.5
@@ -158,6 +170,13 @@ class LossConfig:
     consistency_min_fraction: float = 0.05
     sparse: bool = True
     background_id: int | None = None
+    triplet_weight: float = 0.0
+    triplet_margin: float | None = None
+    triplet_anchors: int = 64
+    triplet_on: Literal["embedding", "bottleneck"] = "embedding"
+    dispersive_weight: float = 0.0
+    dispersive_tau: float = 0.5
+    dispersive_on: Literal["objects", "bottleneck", "both"] = "objects"
 
     def __post_init__(self) -> None:
         _require(self.delta_v > 0, f"delta_v must be > 0, got {self.delta_v}")
@@ -179,6 +198,8 @@ class LossConfig:
             "foreground_weight",
             "distance_weight",
             "ring_width",
+            "triplet_weight",
+            "dispersive_weight",
         ):
             value = getattr(self, name)
             _require(value >= 0, f"{name} must be >= 0, got {value}")
@@ -194,6 +215,22 @@ class LossConfig:
             _require(
                 self.background_id >= 1, f"background_id must be >= 1, got {self.background_id}"
             )
+        _require(
+            self.triplet_margin is None or self.triplet_margin > 0,
+            f"triplet_margin must be > 0, got {self.triplet_margin}",
+        )
+        _require(
+            self.triplet_anchors >= 1, f"triplet_anchors must be >= 1, got {self.triplet_anchors}"
+        )
+        _require(
+            self.triplet_on in ("embedding", "bottleneck"),
+            f"triplet_on must be 'embedding' or 'bottleneck', got {self.triplet_on!r}",
+        )
+        _require(self.dispersive_tau > 0, f"dispersive_tau must be > 0, got {self.dispersive_tau}")
+        _require(
+            self.dispersive_on in ("objects", "bottleneck", "both"),
+            f"dispersive_on must be 'objects', 'bottleneck' or 'both', got {self.dispersive_on!r}",
+        )
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Architecture as in the SPOCO paper: DoubleConv blocks (norm → 3×3 conv →
 ReLU, twice), max-pool down, nearest-neighbour up + concatenation, and a final
 1×1 convolution to ``embedding_dim`` channels, followed by one channel per
 optional head (foreground, inner distance; logits). Inputs of any size work:
-the forward pass pads to the down-sampling factor and crops back.
+the forward pass pads to the down-sampling factor and crops back. An optional
+projection of the deepest encoder features serves an auxiliary training term
+only (``ModelConfig.bottleneck_projection``); it is not part of the output.
 """
 
 from __future__ import annotations
@@ -89,9 +91,36 @@ class EmbeddingUNet(nn.Module):
         )
         pool = nn.MaxPool2d if config.spatial_dims == 2 else nn.MaxPool3d
         self.pools = nn.ModuleList(pool(factor) for factor in config.pooling_factors)
+        # Created only on request, so that files of networks without it keep their keys.
+        self.projection = (
+            nn.Sequential(
+                conv(widths[-1], widths[-1], 1),
+                nn.ReLU(True),
+                conv(widths[-1], config.embedding_dim, 1),
+            )
+            if config.bottleneck_projection
+            else None
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Map ``image`` (B, C, *spatial) to (B, D + heads, *spatial), see :func:`split_output`."""
+        return self.forward_features(image)[0]
+
+    def forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the output of :meth:`forward` and the deepest encoder features behind it.
+
+        The training terms that act on the bottleneck (``core.extensions``)
+        need those features; prediction and exported models use ``forward``.
+
+        Returns
+        -------
+        output : torch.Tensor
+            (B, D + heads, *spatial), as :meth:`forward`.
+        bottleneck : torch.Tensor
+            (B, F, *padded_spatial / size_divisor): the input is padded to a
+            multiple of :attr:`ModelConfig.size_divisor` (at the end of each
+            axis) before it is encoded.
+        """
         spatial = image.shape[2:]
         divisor = self.config.size_divisor
         padding: list[int] = []
@@ -111,7 +140,7 @@ class EmbeddingUNet(nn.Module):
         if self.extra_heads is not None:
             embeddings = torch.cat([embeddings, self.extra_heads(x)], dim=1)
         crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
-        return embeddings[crop]
+        return embeddings[crop], skips[-1]
 
 
 def _can_reflect(spatial: torch.Size, padding: list[int]) -> bool:

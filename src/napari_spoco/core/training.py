@@ -26,6 +26,7 @@ from .augment import photometric_augment
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import LossConfig, TrainConfig
 from .device import resolve_device
+from .extensions import EXTENSION_TERMS, extension_losses
 from .heads import HEAD_TERMS, head_losses
 from .image import prepare_image, rescale_spatial
 from .losses import LOSS_TERMS, spoco_loss
@@ -94,6 +95,7 @@ class Trainer:
     ) -> None:
         if checkpoint is not None:
             config = replace(config, model=checkpoint.config.model)
+        _check_architecture(config)
         torch.manual_seed(config.seed)
         self.config = config
         self.device = resolve_device(device)
@@ -181,6 +183,7 @@ class Trainer:
             raise ValueError(
                 "the architecture cannot change while training continues; start a new network"
             )
+        _check_architecture(config)
         self.config = config
         if config.learning_rate is not None:
             self.learning_rate = config.learning_rate
@@ -278,7 +281,11 @@ class Trainer:
         self.teacher.train()
         model_config, loss_config = self.config.model, self.config.loss
         with torch.autocast(self.device.type, enabled=self._use_amp):
-            student, heads = split_output(self.model(student_view).float(), model_config, axis=1)
+            output, bottleneck = self.model.forward_features(student_view)
+            student, heads = split_output(output.float(), model_config, axis=1)
+            projection = None
+            if _projects_bottleneck(loss_config):
+                projection = self.model.projection(bottleneck)
             teacher = None
             if loss_config.consistency_weight > 0:
                 with torch.no_grad():
@@ -290,7 +297,11 @@ class Trainer:
             teacher=None if teacher is None else teacher.float(),
             generator=self._generator,
         )
-        for name, value in head_losses(heads, labels, loss_config).items():
+        extras = extension_losses(
+            student, labels, loss_config, bottleneck=bottleneck, projection=projection,
+            size_divisor=model_config.size_divisor, generator=self._generator,
+        )  # fmt: skip
+        for name, value in (*head_losses(heads, labels, loss_config).items(), *extras.items()):
             losses[name] = value
             losses["total"] = losses["total"] + getattr(loss_config, f"{name}_weight") * value
         self.optimizer.zero_grad(set_to_none=True)
@@ -313,6 +324,20 @@ class Trainer:
             teacher.copy_(student)
 
 
+def _projects_bottleneck(loss: LossConfig) -> bool:
+    """Whether the triplet term is on and acts on the bottleneck projection."""
+    return loss.triplet_weight > 0 and loss.triplet_on == "bottleneck"
+
+
+def _check_architecture(config: TrainConfig) -> None:
+    """Reject loss settings the network cannot serve (checked before any step runs)."""
+    if _projects_bottleneck(config.loss) and not config.model.bottleneck_projection:
+        raise ValueError(
+            "triplet_on='bottleneck' needs a network with bottleneck_projection=True; "
+            "start a new network or use triplet_on='embedding'"
+        )
+
+
 def _to_cpu(value: object) -> object:
     """Move every tensor inside nested dicts/lists to the CPU (portable model files)."""
     if isinstance(value, torch.Tensor):
@@ -331,11 +356,12 @@ def pretraining_loss(loss: LossConfig | None = None) -> LossConfig:
     the teacher's embeddings of two noisy views), so a network can start
     learning from unlabeled images; see docs/cli.md, ``pretrain``.
     """
-    off = {f"{name}_weight": 0.0 for name in (*LOSS_TERMS, *HEAD_TERMS) if name != "consistency"}
+    terms = (*LOSS_TERMS, *HEAD_TERMS, *EXTENSION_TERMS)
+    off = {f"{name}_weight": 0.0 for name in terms if name != "consistency"}
     return replace(loss or LossConfig(), **off, consistency_weight=1.0)
 
 
 def is_consistency_only(loss: LossConfig) -> bool:
     """Whether only the consistency term is on: then training needs no annotation."""
-    names = [name for name in (*LOSS_TERMS, *HEAD_TERMS) if name != "consistency"]
+    names = [n for n in (*LOSS_TERMS, *HEAD_TERMS, *EXTENSION_TERMS) if n != "consistency"]
     return loss.consistency_weight > 0 and not any(getattr(loss, f"{n}_weight") for n in names)

@@ -62,6 +62,16 @@ TOOLTIPS: dict[str, str] = {
         "Set 0 when objects touch everywhere (tissue)."
     ),
     "seed": "Random seed: the same seed and settings give the same training.",
+    "triplet_weight": (
+        "Weight of the identity-aware triplet term: pushes each object away from the most "
+        "similar other annotated object (0: off; see docs/method.md)."
+    ),
+    "triplet_on": (
+        "Apply the triplet term to the embedding, or to a projection of the deepest "
+        "features (a new network gets that projection)."
+    ),
+    "dispersive_weight": "Weight of the dispersive term spreading object means apart (0: off).",
+    "dispersive_tau": "Temperature of the dispersive term: larger spreads over longer distances.",
     "train": "Train (or continue training) on the ticked annotations in the background.",
     "stop": "Stop after the current step; the model keeps what it learned.",
     "reset": "Forget the current network and start the next training from scratch.",

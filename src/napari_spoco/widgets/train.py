@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.utils.notifications import show_info, show_warning
 from psygnal import Signal
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 from superqt.utils import qdebounced
 
@@ -121,6 +122,7 @@ class TrainSection(QWidget):
         self.progress.setRange(0, self._iterations)
         self.progress.setValue(0)
         self.worker = start_worker(
+            self,
             _training_job,
             trainer,
             data,
@@ -216,8 +218,15 @@ class TrainSection(QWidget):
         rgb = preview.rgb.reshape(lead + preview.rgb.shape)
         instances = preview.instances.reshape(lead + preview.instances.shape)
         show_layer(self.viewer, name, rgb, "image", placement=placement, rgb=True, opacity=0.6)
-        show_layer(self.viewer, f"{name} instances", instances, "labels", placement=placement)
-        self.viewer.layers.selection.active = pair.annotation
+
+        def show_instances() -> None:
+            show_layer(self.viewer, f"{name} instances", instances, "labels", placement=placement)
+            if pair.annotation in self.viewer.layers:  # it may have gone in the meantime
+                self.viewer.layers.selection.active = pair.annotation
+
+        # napari needs ~90 ms to add a layer: adding the second one in the next turn of
+        # the event loop keeps the viewer from freezing for both at once.
+        QTimer.singleShot(0, show_instances)
 
     def _on_return(self, result: TrainResult) -> None:
         word = "Stopped" if result.stopped else "Finished"

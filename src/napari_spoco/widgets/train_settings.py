@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -40,6 +42,8 @@ _WEIGHTS = (
     "consistency_weight",
     "foreground_weight",
     "distance_weight",
+    "triplet_weight",
+    "dispersive_weight",
 )
 
 
@@ -105,6 +109,9 @@ class TrainSettings(QWidget):
         self.ema_momentum = _spin(TrainConfig.ema_momentum, 0, 0.9999, decimals=4, step=0.001)
         self.ring_width = _spin(defaults.ring_width, 0, 50)
         self.seed = _spin(0, 0, 2**31 - 1)
+        self.triplet_on = QComboBox()
+        self.triplet_on.addItems(["embedding", "bottleneck"])
+        self.dispersive_tau = _spin(defaults.dispersive_tau, 0.01, 100, decimals=2, step=0.1)
         self.weights = {
             name: _spin(getattr(defaults, name), 0, 100, decimals=3, step=0.1) for name in _WEIGHTS
         }
@@ -119,6 +126,8 @@ class TrainSettings(QWidget):
             ("EMA momentum", "ema_momentum", self.ema_momentum),
             ("Ring width", "ring_width", self.ring_width),
             ("Seed", "seed", self.seed),
+            ("Triplet on", "triplet_on", self.triplet_on),
+            ("Dispersive tau", "dispersive_tau", self.dispersive_tau),
         ]
         rows += [
             (name.replace("_weight", "").replace("_", " "), name, w)
@@ -159,8 +168,12 @@ class TrainSettings(QWidget):
             kernel_threshold=self.kernel_threshold.value(),
             background_id=data.background_id,
             ring_width=self.ring_width.value(),
+            triplet_on=self.triplet_on.currentText(),
+            dispersive_tau=self.dispersive_tau.value(),
             **{name: box.value() for name, box in self.weights.items()},
         )
+        if loss.triplet_weight > 0 and loss.triplet_on == "bottleneck":
+            model = replace(model, bottleneck_projection=True)
         patch = self.patch_size.value()
         patch_shape = (self.patch_depth.value(), patch, patch) if is_3d else (patch, patch)
         return TrainConfig(
