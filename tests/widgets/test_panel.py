@@ -17,6 +17,22 @@ def test_panel_opens_from_the_plugins_menu(make_napari_viewer):
     assert any("SPOCO" in title for title in titles), titles
 
 
+def test_panel_from_the_plugins_menu_trains_with_a_preview(make_napari_viewer, paint, qtbot):
+    """Through the menu the panel sees layers via napari's proxies: pairs must still match."""
+    viewer = make_napari_viewer()
+    viewer.add_image(load_nuclei_2d()[0], name="nuclei")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-spoco", "SPOCO")
+    annotation, _ = paint(panel)
+    assert panel.state.pair_for(viewer.layers[annotation.name]) is not None
+    panel.train.settings.segment_when_done.setChecked(False)
+    panel.train.settings.iterations.setValue(3)
+    panel.train.settings.preview_every.setValue(0.1)
+    with qtbot.waitSignal(panel.train.finished, timeout=180_000):
+        panel.train.train_button.click()
+    qtbot.waitUntil(lambda: "nuclei preview instances" in viewer.layers, timeout=10_000)
+    assert viewer.layers["nuclei preview"].rgb
+
+
 def test_every_control_explains_itself(panel):
     controls = [
         w

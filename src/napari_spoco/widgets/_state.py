@@ -149,8 +149,12 @@ class SpocoState:
         return found
 
     def pair_for(self, annotation: Any) -> Pair | None:
-        """Return the pair whose annotation layer is ``annotation``."""
-        return next((p for p in self.pairs() if p.annotation is annotation), None)
+        """Return the pair whose annotation layer is ``annotation``.
+
+        Compared with ``==``: a panel opened from the Plugins menu sees layers through
+        napari's public-API proxies, a new proxy object at every access.
+        """
+        return next((p for p in self.pairs() if p.annotation == annotation), None)
 
     def training_data(self) -> TrainingData:
         """Copy the annotated frames of every pair in use.

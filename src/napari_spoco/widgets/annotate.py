@@ -112,7 +112,7 @@ class AnnotateSection(QWidget):
             self.axes_box.addItems([a for a in choices if len(a) == len(image.data.shape)])
             self.axes_box.setCurrentText(guess)
         self.axes_box.blockSignals(False)
-        linked = [p for p in self.state.pairs() if p.image is image]
+        linked = [p for p in self.state.pairs() if p.image == image]
         if linked:
             self.annotation_box.set_layer(linked[0].annotation)
             self.axes_box.setCurrentText(linked[0].axes.spec)
