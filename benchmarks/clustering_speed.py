@@ -217,6 +217,7 @@ def _measure_backend(backend: str, strides: int, scene: str, queue, side: int = 
 
 
 def _run(target, *args) -> dict:
+    """Run ``target(*args, queue)`` in a fresh (spawned) process and return what it puts."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=target, args=(*args, queue))

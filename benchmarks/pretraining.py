@@ -4,8 +4,8 @@ The paper names consistency-only pretraining as future work; ``napari-spoco
 pretrain`` offers it. This script measures it on the U2OS nuclei of Coelho et
 al. (ISBI 2009), a folder with ``images/*.tif`` and ``labels/*.tif``:
 
-* split: sorted by file name, the last 10 images are the test set, the rest
-  the training set (fixed, so runs are comparable);
+* split: the fixed split of ``_data.TEST_NAMES`` (the last 10 images by file
+  name are the test set, the rest the training set), shared by all benchmarks;
 * annotation: ``--fraction`` (default 1 %) of all training objects, drawn at
   random over all training images (the paper's "spread over many images");
 * arm ``scratch``: a new network trained on those annotations;
@@ -19,9 +19,11 @@ al. (ISBI 2009), a folder with ``images/*.tif`` and ``labels/*.tif``:
 Usage::
 
     python benchmarks/pretraining.py PATH/TO/coelho2009_u2os [--quick] [--seeds 0 1 2]
+    python benchmarks/pretraining.py --sample --quick   # smoke test on the bundled image
 
 ``--quick`` runs a tiny configuration to check that the script works; it
-says nothing about the method. Results go to ``benchmarks/results/pretraining.json``.
+says nothing about the method. ``--sample`` reads tiles of the bundled
+nuclei image instead of the U2OS folder. Results go to ``benchmarks/results/pretraining.json``.
 """
 
 from __future__ import annotations
@@ -35,29 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _data import keep_objects_across_images, load_split  # noqa: E402
+
 ARMS = ("scratch", "pretrained")
 SCORES = ("sbd", "ap50", "map", "abs_dic", "arand")
-
-
-def _load(folder: Path, names: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    import tifffile
-
-    return [
-        (tifffile.imread(folder / "images" / n), tifffile.imread(folder / "labels" / n))
-        for n in names
-    ]
-
-
-def _sparse(labels: list[np.ndarray], fraction: float, seed: int) -> list[np.ndarray]:
-    """Keep ``fraction`` of all objects, drawn over all images at once."""
-    pairs = [(i, k) for i, lab in enumerate(labels) for k in np.unique(lab) if k]
-    count = max(1, round(fraction * len(pairs)))
-    chosen = np.random.default_rng(seed).choice(len(pairs), size=count, replace=False)
-    keep: dict[int, list[int]] = {}
-    for index in chosen:
-        image, object_id = pairs[index]
-        keep.setdefault(image, []).append(object_id)
-    return [np.where(np.isin(lab, keep.get(i, [])), lab, 0) for i, lab in enumerate(labels)]
 
 
 def _config(args: argparse.Namespace, seed: int, iterations: int, *, pretraining: bool):
@@ -118,7 +103,8 @@ def _run_arm(arm, args, train, annotations, test, seed):  # noqa: ANN001, ANN202
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, help="folder with images/*.tif and labels/*.tif")
+    parser.add_argument("data", type=Path, nargs="?", help="the coelho2009_u2os folder")
+    parser.add_argument("--sample", action="store_true", help="bundled image tiles instead")
     parser.add_argument("--quick", action="store_true", help="tiny run that checks the script")
     parser.add_argument("--fraction", type=float, default=0.01, help="share of objects annotated")
     parser.add_argument("--iterations", type=int, default=1000, help="sparse training steps")
@@ -139,18 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    names = sorted(p.name for p in (args.data / "images").glob("*.tif"))
-    if len(names) < 12:
-        parser.error(f"{args.data} must hold at least 12 images, found {len(names)}")
-    train_names, test_names = names[:-10], names[-10:]
+    if (args.data is None) == (not args.sample):
+        parser.error("give the data folder or --sample (not both)")
+    train, test, train_names, test_names = load_split(args.data, sample=args.sample)
     if args.quick:
-        train_names, test_names = train_names[:2], test_names[:1]
+        train, test, train_names, test_names = train[:2], test[:1], train_names[:2], test_names[:1]
         args.iterations, args.pretrain_iterations, args.seeds = 3, 3, args.seeds[:1]
         args.size, args.patch, args.batch_size = "small", 64, 2
-    train, test = _load(args.data, train_names), _load(args.data, test_names)
     results = []
     for seed in args.seeds:
-        annotations = _sparse([labels for _, labels in train], args.fraction, seed)
+        truth = [labels for _, labels in train]
+        annotations = keep_objects_across_images(truth, fraction=args.fraction, seed=seed)
         annotated = sum(len(np.unique(a)) - 1 for a in annotations)
         for arm in ARMS:
             row = _run_arm(arm, args, train, annotations, test, seed)
@@ -168,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     report = {
         "benchmark": "pretraining",
-        "data": str(args.data),
+        "data": "sample" if args.sample else str(args.data),
         "train_images": train_names,
         "test_images": test_names,
         "settings": settings,
