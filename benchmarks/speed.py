@@ -263,7 +263,7 @@ def gui_child(steps: int, out: Path) -> None:
     """In a viewer with the panel: paint, train ``steps`` steps, record main-thread gaps."""
     import napari
     import numpy as np
-    from qtpy.QtCore import QEventLoop, QTimer
+    from qtpy.QtCore import QEventLoop, QThreadPool, QTimer
 
     from napari_spoco.core.sample_data import load_nuclei_2d
     from napari_spoco.demo import annotate_like_a_user
@@ -278,6 +278,8 @@ def gui_child(steps: int, out: Path) -> None:
     annotate_like_a_user(panel, truth, fraction=0.1)
     panel.train.settings.iterations.setValue(steps)
     panel.train.settings.segment_when_done.setChecked(False)
+    # The panel warms torch up in a worker when it opens; a user paints for longer.
+    QThreadPool.globalInstance().waitForDone()
     gaps: list[float] = []
     last = [time.perf_counter()]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
@@ -98,7 +99,7 @@ class LossPlot(QWidget):
                 shown.append(term)
         self.legend.setText(
             "  ".join(
-                f'<span style="color:{self.lines[t].get_color()}">━ {t}</span>' for t in shown
+                f'<font color="{to_hex(self.lines[t].get_color())}">━</font> {t}' for t in shown
             )
         )
         self.axes.relim(visible_only=True)

@@ -43,6 +43,18 @@ def _training_job(
     ))  # fmt: skip
 
 
+def _warm_up_optimizer() -> None:
+    """Build a throw-away Adam optimiser, off the GUI thread.
+
+    The first optimiser of a process imports ``torch._dynamo`` (1–2.5 s on a
+    laptop CPU). Done when the panel opens, so that pressing Train does not
+    freeze the viewer for that long.
+    """
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
 class TrainSection(QWidget):
     """Start/stop training; show progress, speed, ETA, loss curves and a live preview."""
 
@@ -90,6 +102,7 @@ class TrainSection(QWidget):
         self.settings.size_box.currentTextChanged.connect(self._network_chosen)
         self._device_changed(self.settings.device_box.currentText())
         self._update_buttons()
+        start_worker(self, _warm_up_optimizer)
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> None:
