@@ -93,7 +93,7 @@ class LossPlot(QWidget):
         for term, line in self.lines.items():
             values = [entry.get(f"loss_{term}") for entry in self.history]
             visible = bool(steps) and all(v is not None for v in values) and any(values)
-            line.set_data(steps, _smooth(values) if visible else [])
+            line.set_data(*((steps, _smooth(values)) if visible else ([], [])))
             line.set_visible(visible)
             if visible:
                 shown.append(term)

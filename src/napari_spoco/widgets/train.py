@@ -46,8 +46,8 @@ def _training_job(
 def _warm_up_optimizer() -> None:
     """Build a throw-away Adam optimiser, off the GUI thread.
 
-    The first optimiser of a process imports ``torch._dynamo`` (1–2.5 s on a
-    laptop CPU). Done when the panel opens, so that pressing Train does not
+    The first optimiser of a process imports ``torch._dynamo`` (1.3–2.7 s on
+    our 2-core test machine). Done when the panel opens, so that pressing Train does not
     freeze the viewer for that long.
     """
     import torch
