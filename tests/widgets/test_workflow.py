@@ -84,7 +84,7 @@ def test_stop_takes_effect_within_a_step_and_train_continues(panel, paint, qtbot
 
 def test_the_viewer_keeps_responding_while_training(panel, paint, qtbot, record_property):
     """A 10 ms QTimer probe: the longest gap between its ticks is the worst GUI stall."""
-    paint(panel)
+    annotation_layer, _ = paint(panel)
     panel.train.settings.segment_when_done.setChecked(False)
     panel.train.settings.iterations.setValue(25)
     panel.train.settings.preview_every.setValue(1)
@@ -107,7 +107,11 @@ def test_the_viewer_keeps_responding_while_training(panel, paint, qtbot, record_
     # Training on the GUI thread would freeze it for the whole run (seconds): the
     # bound is loose on purpose (shared CI machines), the printed value is the measurement.
     assert elapsed > 3000 and max(gaps) < min(1000, elapsed / 4)
-    assert "nuclei preview" in panel.viewer.layers
+    layers = panel.viewer.layers
+    qtbot.waitUntil(lambda: "nuclei preview instances" in layers, timeout=5000)
+    assert "nuclei preview" in layers
+    # napari selects every new layer: the panel gives the brush back to the annotation.
+    qtbot.waitUntil(lambda: layers.selection.active == annotation_layer, timeout=5000)
 
 
 def test_promote_delete_and_merge_instances(panel, paint, qtbot):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from napari.layers import Image, Labels
 from qtpy.QtWidgets import QComboBox, QWidget
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ def show_layer(
     changes to colours or opacity survive an update.
     """
     placement = placement or {}
-    if name in viewer.layers and viewer.layers[name]._type_string == kind:
+    layer_type = {"image": Image, "labels": Labels}[kind]
+    if name in viewer.layers and isinstance(viewer.layers[name], layer_type):
         layer = viewer.layers[name]
         if layer.ndim != np.ndim(data) - (1 if properties.get("rgb") else 0):
             viewer.layers.remove(name)

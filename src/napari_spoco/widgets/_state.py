@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from napari.layers import Labels
 from psygnal import Signal
 
 from ..core.annotation import object_ids
@@ -134,7 +135,7 @@ class SpocoState:
         """Every annotation layer linked to an image that is still open."""
         found = []
         for layer in self.viewer.layers:
-            link = layer.metadata.get(METADATA_KEY) if layer._type_string == "labels" else None
+            link = layer.metadata.get(METADATA_KEY) if isinstance(layer, Labels) else None
             if not link or link.get("image") not in self.viewer.layers:
                 continue
             found.append(

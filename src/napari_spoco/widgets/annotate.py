@@ -199,8 +199,13 @@ class AnnotateSection(QWidget):
 
     # ------------------------------------------------------------------ pairs
     def _layer_inserted(self, event: Any) -> None:
-        self._watch(event.value)
-        self.refresh_pairs()
+        layer = event.value
+        self._watch(layer)
+        # Counting objects reads every annotation: skip it for layers that cannot
+        # change a pair (previews and results arrive while training).
+        linked_images = {p.image.name for p in self.state.pairs()}
+        if METADATA_KEY in layer.metadata or layer.name in linked_images:
+            self.refresh_pairs()
 
     def _watch(self, layer: Any) -> None:
         if isinstance(layer, Labels):

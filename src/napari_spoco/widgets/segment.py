@@ -24,6 +24,7 @@ from superqt.utils import ensure_main_thread, qdebounced
 from ..core.axes import Axes, guess_axes
 from ._jobs import blockwise_job, cluster_job, predict_job
 from ._layers import LayerComboBox, show_layer
+from ._pacer import Pacer
 from ._run import start_worker
 from ._state import CachedPrediction, SpocoState
 from ._tooltips import TOOLTIPS
@@ -56,6 +57,7 @@ class SegmentSection(QWidget):
         self.progress = QProgressBar()
         self.status = QLabel("Train or load a model, then press Segment.")
         self.status.setWordWrap(True)
+        self._pacer = Pacer(self)
         form = QFormLayout()
         form.addRow("Image", self.image_box)
         form.addRow("Time points", self.scope)
@@ -276,19 +278,28 @@ class SegmentSection(QWidget):
         placement = {"scale": scale, "translate": translate}
         shape = axes.labels_shape(tuple(layer.data.shape))
         instances, mask, rgb = self._full_arrays(layer.name, shape, results)
-        show_layer(self.viewer, f"{layer.name} embeddings", rgb, "image", placement=placement,
-                   rgb=True, visible=False)  # fmt: skip
-        show_layer(self.viewer, f"{layer.name} foreground", mask, "labels", placement=placement,
-                   opacity=0.3, visible=False)  # fmt: skip
-        show_layer(self.viewer, f"{layer.name} instances", instances, "labels",
-                   placement=placement)  # fmt: skip
-        for name in (f"{layer.name} preview", f"{layer.name} preview instances"):
-            if name in self.viewer.layers:
-                self.viewer.layers[name].visible = False
-        count = len(np.unique(instances)) - 1
-        self.status.setText(f"{count} instances in {layer.name}.")
-        self._set_busy(False)
-        self.segmented.emit(layer.name)
+        count = sum(int(frame_instances.max(initial=0)) for _, frame_instances, _, _ in results)
+        # Three new layers cost ~100 ms each on the main thread: one per event-loop turn.
+        self._pacer.submit(f"{layer.name} embeddings", lambda: show_layer(
+            self.viewer, f"{layer.name} embeddings", rgb, "image", placement=placement, rgb=True,
+            visible=False,
+        ))  # fmt: skip
+        self._pacer.submit(f"{layer.name} foreground", lambda: show_layer(
+            self.viewer, f"{layer.name} foreground", mask, "labels", placement=placement,
+            opacity=0.3, visible=False,
+        ))  # fmt: skip
+
+        def show_instances() -> None:
+            show_layer(self.viewer, f"{layer.name} instances", instances, "labels",
+                       placement=placement)  # fmt: skip
+            for name in (f"{layer.name} preview", f"{layer.name} preview instances"):
+                if name in self.viewer.layers:
+                    self.viewer.layers[name].visible = False
+            self.status.setText(f"{count} instances in {layer.name}.")
+            self._set_busy(False)
+            self.segmented.emit(layer.name)
+
+        self._pacer.submit(f"{layer.name} instances", show_instances)
 
     def _full_arrays(self, name: str, shape: tuple[int, ...], results: list) -> tuple:
         """Instances, mask and colours at the image's size; time points fill their frame."""

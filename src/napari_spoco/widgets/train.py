@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.utils.notifications import show_info, show_warning
 from psygnal import Signal
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 from superqt.utils import qdebounced
 
@@ -18,6 +17,7 @@ from ..core.image import check_image_size
 from ..core.interactive import Inbox, PreviewRequest, TrainUpdate, train_with_previews
 from ..core.training import Trainer, TrainResult
 from ._layers import show_layer
+from ._pacer import Pacer
 from ._run import start_worker
 from ._state import SpocoState, TrainingData
 from ._tooltips import TOOLTIPS
@@ -96,6 +96,7 @@ class TrainSection(QWidget):
         self._run_start, self._iterations, self._speed = 0, 0, None
         self._preview_region = None
         self._completed = False
+        self._pacer = Pacer(self)
         state.model_changed.connect(self._show_model)
         state.annotations_edited.connect(self._annotations_edited)
         self.settings.device_box.currentTextChanged.connect(self._device_changed)
@@ -215,6 +216,8 @@ class TrainSection(QWidget):
             f"{1 / max(self._speed, 1e-9):.2f} it/s  ·  ETA {_duration(remaining)}"
         )
         self.plot.append(record.to_dict())
+        if self.plot.needs_redraw():
+            self._pacer.submit("loss plot", self.plot.draw)
         if update.preview is not None:
             self._show_preview(update.preview)
 
@@ -230,16 +233,36 @@ class TrainSection(QWidget):
         name = f"{pair.image.name} preview"
         rgb = preview.rgb.reshape(lead + preview.rgb.shape)
         instances = preview.instances.reshape(lead + preview.instances.shape)
-        show_layer(self.viewer, name, rgb, "image", placement=placement, rgb=True, opacity=0.6)
+        self._pacer.submit(
+            "preview embedding",
+            lambda: self._show_preview_layer(
+                pair, name, rgb, "image", placement=placement, rgb=True, opacity=0.6
+            ),
+        )
+        self._pacer.submit(
+            "preview instances",
+            lambda: self._show_preview_layer(
+                pair, f"{name} instances", instances, "labels", placement=placement
+            ),
+        )
 
-        def show_instances() -> None:
-            show_layer(self.viewer, f"{name} instances", instances, "labels", placement=placement)
+    def _show_preview_layer(
+        self, pair: Any, name: str, data: Any, kind: str, **properties: Any
+    ) -> None:
+        """Update a preview layer; after adding one, give the brush back to the annotation.
+
+        napari selects every new layer, and a user painting while training
+        expects to keep painting. Selected in a later turn (see :class:`Pacer`).
+        """
+        added = name not in self.viewer.layers
+        show_layer(self.viewer, name, data, kind, **properties)
+
+        def select_annotation() -> None:
             if pair.annotation in self.viewer.layers:  # it may have gone in the meantime
                 self.viewer.layers.selection.active = pair.annotation
 
-        # napari needs ~90 ms to add a layer: adding the second one in the next turn of
-        # the event loop keeps the viewer from freezing for both at once.
-        QTimer.singleShot(0, show_instances)
+        if added:
+            self._pacer.submit("select annotation", select_annotation)
 
     def _on_return(self, result: TrainResult) -> None:
         word = "Stopped" if result.stopped else "Finished"
