@@ -278,6 +278,7 @@ class SegmentSection(QWidget):
         placement = {"scale": scale, "translate": translate}
         shape = axes.labels_shape(tuple(layer.data.shape))
         instances, mask, rgb = self._full_arrays(layer.name, shape, results)
+        # Ids are 1..n per frame (core.clustering.remove_small_segments), so max is the count.
         count = sum(int(frame_instances.max(initial=0)) for _, frame_instances, _, _ in results)
         # Three new layers cost ~100 ms each on the main thread: one per event-loop turn.
         self._pacer.submit(f"{layer.name} embeddings", lambda: show_layer(
