@@ -10,6 +10,7 @@ nuclei image so that the smoke tests run on a fresh clone without that folder.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -27,6 +28,24 @@ TEST_NAMES = tuple(f"u2os_dna-{n}.tif" for n in range(40, 50))
 BACKGROUND_ID = 1000
 
 Pair = tuple[np.ndarray, np.ndarray]  # (image, dense instance labels), both (Y, X)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The U2OS folder or ``--sample``, and ``--quick``: the same in every data benchmark."""
+    parser.add_argument("data", type=Path, nargs="?", help="the coelho2009_u2os folder")
+    parser.add_argument("--sample", action="store_true", help="bundled image tiles instead")
+    parser.add_argument("--quick", action="store_true", help="tiny run that checks the script")
+
+
+def check_data_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage message unless exactly one of the folder and ``--sample`` is given."""
+    if (args.data is None) == (not args.sample):
+        parser.error("give the data folder or --sample (not both)")
+
+
+def data_name(args: argparse.Namespace) -> str:
+    """What the report says the data were: "sample" or the folder."""
+    return "sample" if args.sample else str(args.data)
 
 
 def load_pairs(folder: Path, names: Sequence[str]) -> list[Pair]:

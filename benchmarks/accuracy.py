@@ -53,6 +53,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _baselines  # noqa: E402
 from _data import (  # noqa: E402
     BACKGROUND_ID,
+    add_data_arguments,
+    check_data_arguments,
+    data_name,
     load_split,
     markdown_table,
     print_table,
@@ -397,9 +400,7 @@ def update_docs(path: Path, block: str, marker: str = "accuracy") -> None:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, nargs="?", help="the coelho2009_u2os folder")
-    parser.add_argument("--sample", action="store_true", help="bundled image tiles instead")
-    parser.add_argument("--quick", action="store_true", help="tiny run that checks the script")
+    add_data_arguments(parser)
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -417,8 +418,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--block", default="accuracy", help="name of that block (<!-- NAME:start --> ... end)"
     )
     args = parser.parse_args(argv)
-    if (args.data is None) == (not args.sample):
-        parser.error("give the data folder or --sample (not both)")
+    check_data_arguments(parser, args)
     if args.quick:
         args.iterations, args.batch_size, args.patch, args.trees = 2, 2, 64, 10
         args.seeds, args.fractions = args.seeds[:1], [0.5]
@@ -436,7 +436,7 @@ def _reusable_rows(args: argparse.Namespace) -> dict[tuple[str, str, int], dict]
         return {}
     report = json.loads(args.reuse.read_text())
     budget = ("iterations", "batch_size", "patch", "sample", "quick")
-    if report["data"] != ("sample" if args.sample else str(args.data)) or any(
+    if report["data"] != data_name(args) or any(
         report["settings"][key] != getattr(args, key) for key in budget
     ):
         raise SystemExit(f"{args.reuse} was measured on other data or with another budget")
@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         {
             "benchmark": "accuracy",
-            "data": "sample" if args.sample else str(args.data),
+            "data": data_name(args),
             "train_images": train_names,
             "test_images": test_names,
             "settings": {

@@ -44,6 +44,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _baselines  # noqa: E402
 from _data import (  # noqa: E402
     BACKGROUND_ID,
+    add_data_arguments,
+    check_data_arguments,
+    data_name,
     load_pairs,
     print_table,
     sample_split,
@@ -194,9 +197,7 @@ def _forest_segmenter(image, annotation, scale, work_diameter, settings, seed): 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, nargs="?", help="the coelho2009_u2os folder")
-    parser.add_argument("--sample", action="store_true", help="bundled image tiles instead")
-    parser.add_argument("--quick", action="store_true", help="tiny run that checks the script")
+    add_data_arguments(parser)
     parser.add_argument("--image", type=int, default=0, help="index of the training image used")
     parser.add_argument("--objects", type=int, default=5, help="nuclei painted at the start")
     parser.add_argument("--promote", type=int, default=5, help="nuclei corrected per round")
@@ -212,8 +213,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch and forest threads")
     parser.add_argument("--out", type=Path, default=RESULTS / "interactive.json")
     args = parser.parse_args(argv)
-    if (args.data is None) == (not args.sample):
-        parser.error("give the data folder or --sample (not both)")
+    check_data_arguments(parser, args)
     if args.quick:
         args.rounds, args.steps, args.batch_size, args.patch, args.trees = 2, 2, 2, 64, 10
         args.seeds = args.seeds[:1]
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         {
             "benchmark": "interactive",
-            "data": "sample" if args.sample else str(args.data),
+            "data": data_name(args),
             "train_image": train_names[0],
             "test_images": test_names,
             "settings": {k: v for k, v in vars(args).items() if k != "out"},

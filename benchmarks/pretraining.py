@@ -39,7 +39,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _data import keep_objects_across_images, load_split  # noqa: E402
+from _data import (  # noqa: E402
+    add_data_arguments,
+    check_data_arguments,
+    data_name,
+    keep_objects_across_images,
+    load_split,
+)
 
 ARMS = ("scratch", "pretrained")
 SCORES = ("sbd", "ap50", "map", "abs_dic", "arand")
@@ -103,9 +109,7 @@ def _run_arm(arm, args, train, annotations, test, seed):  # noqa: ANN001, ANN202
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, nargs="?", help="the coelho2009_u2os folder")
-    parser.add_argument("--sample", action="store_true", help="bundled image tiles instead")
-    parser.add_argument("--quick", action="store_true", help="tiny run that checks the script")
+    add_data_arguments(parser)
     parser.add_argument("--fraction", type=float, default=0.01, help="share of objects annotated")
     parser.add_argument("--iterations", type=int, default=1000, help="sparse training steps")
     parser.add_argument("--pretrain-iterations", type=int, default=1000, help="pretraining steps")
@@ -125,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    if (args.data is None) == (not args.sample):
-        parser.error("give the data folder or --sample (not both)")
+    check_data_arguments(parser, args)
     train, test, train_names, test_names = load_split(args.data, sample=args.sample)
     if args.quick:
         train, test, train_names, test_names = train[:2], test[:1], train_names[:2], test_names[:1]
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     report = {
         "benchmark": "pretraining",
-        "data": "sample" if args.sample else str(args.data),
+        "data": data_name(args),
         "train_images": train_names,
         "test_images": test_names,
         "settings": settings,
