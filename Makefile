@@ -24,7 +24,8 @@ SYSTEM_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb
 	libxcb-xinerama0 libxcb-randr0 libxcb-shape0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 \
 	libgl1 libegl1 libglib2.0-0 libfontconfig1 libdbus-1-3
 
-# The demo opens napari with the sample and the SPOCO panel, paints, trains and segments.
+# The demo opens napari with the sample and the SPOCO panel, segments with the nuclei generalist,
+# paints, fine-tunes it and segments again.
 # Without a screen (Linux) it runs headless on a virtual display and writes demo_output/.
 DEMO_DEPS :=
 DEMO_WRAP :=

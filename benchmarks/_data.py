@@ -1,11 +1,12 @@
 """Data, annotation and reporting helpers shared by the benchmark scripts.
 
-The accuracy, interactive and pretraining benchmarks all read the U2OS nuclei
-of Coelho et al. (ISBI 2009): a folder with ``images/*.tif`` and
-``labels/*.tif`` (same file names), which the project must not redistribute,
-so every script takes its path as an argument. One fixed split, written here,
-keeps their numbers comparable. ``--sample`` swaps in tiles of the bundled 2D
-nuclei image so that the smoke tests run on a fresh clone without that folder.
+The accuracy, interactive and pretraining benchmarks all read the NIH3T3 nuclei
+of Coelho et al. (ISBI 2009; their IC100 collection): a folder with
+``images/*.tif`` and ``labels/*.tif`` (same file names), which the project must
+not redistribute, so every script takes its path as an argument. One fixed
+split, written here, keeps their numbers comparable. ``--sample`` swaps in tiles
+of the bundled 2D nuclei image so that the smoke tests run on a fresh clone
+without that folder.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: Test images of the U2OS folder, by file name: the last ten in sorted order (the
-#: folder has no ``u2os_dna-25``). Every other image is a training image.
-TEST_NAMES = tuple(f"u2os_dna-{n}.tif" for n in range(40, 50))
+#: Test images of the NIH3T3 folder, by file name: the last ten in sorted order (the
+#: folder has no ``nih3t3_dna-25``). Every other image is a training image.
+TEST_NAMES = tuple(f"nih3t3_dna-{n}.tif" for n in range(40, 50))
 
 #: Label value of simulated background scribbles: above every object id of the data.
 BACKGROUND_ID = 1000
@@ -31,8 +32,8 @@ Pair = tuple[np.ndarray, np.ndarray]  # (image, dense instance labels), both (Y,
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """The U2OS folder or ``--sample``, and ``--quick``: the same in every data benchmark."""
-    parser.add_argument("data", type=Path, nargs="?", help="the coelho2009_u2os folder")
+    """The NIH3T3 folder or ``--sample``, and ``--quick``: the same in every data benchmark."""
+    parser.add_argument("data", type=Path, nargs="?", help="the coelho2009_nih3t3 folder")
     parser.add_argument("--sample", action="store_true", help="bundled image tiles instead")
     parser.add_argument("--quick", action="store_true", help="tiny run that checks the script")
 
@@ -64,14 +65,14 @@ def split_names(folder: Path) -> tuple[list[str], list[str]]:
     Raises
     ------
     FileNotFoundError
-        If the folder lacks a test image: then it is not the U2OS folder.
+        If the folder lacks a test image: then it is not the NIH3T3 folder.
     """
     names = sorted(p.name for p in (Path(folder) / "images").glob("*.tif"))
     missing = [n for n in TEST_NAMES if n not in names]
     if missing:
         raise FileNotFoundError(
             f"{folder}/images lacks the test images {missing[:3]}...: "
-            "expected the coelho2009_u2os folder (images/*.tif, labels/*.tif)"
+            "expected the coelho2009_nih3t3 folder (images/*.tif, labels/*.tif)"
         )
     return [n for n in names if n not in TEST_NAMES], list(TEST_NAMES)
 
@@ -97,7 +98,7 @@ def sample_split(tile: int = 256) -> tuple[list[Pair], list[Pair], list[str], li
 def load_split(
     folder: Path | None, *, sample: bool = False
 ) -> tuple[list[Pair], list[Pair], list[str], list[str]]:
-    """Training pairs, test pairs and their names: the U2OS folder, or the bundled sample."""
+    """Training pairs, test pairs and their names: the NIH3T3 folder, or the bundled sample."""
     if sample:
         return sample_split()
     train_names, test_names = split_names(folder)

@@ -2,7 +2,7 @@
 
 The accuracy suite trains once on a fixed annotation; a user of the panel
 instead paints a little, trains, looks at the result and corrects it. This
-script replays that loop on the U2OS nuclei (Coelho et al., ISBI 2009; the
+script replays that loop on the NIH3T3 nuclei (Coelho et al., ISBI 2009; the
 folder's path is an argument, as for ``accuracy.py``) so that we can read
 off how quality grows with the clicks and the seconds spent:
 
@@ -26,7 +26,7 @@ Resolution handling and scale are as in ``accuracy.py``.
 
 Usage::
 
-    python benchmarks/interactive.py PATH/TO/coelho2009_u2os [--rounds 6] [--steps 100]
+    python benchmarks/interactive.py PATH/TO/coelho2009_nih3t3 [--rounds 6] [--steps 100]
     python benchmarks/interactive.py --sample --quick   # smoke test on the bundled image
 """
 

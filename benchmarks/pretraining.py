@@ -1,7 +1,7 @@
 """Does self-supervised pretraining help when only 1 % of the objects are annotated?
 
 The paper names consistency-only pretraining as future work; ``napari-spoco
-pretrain`` offers it. This script measures it on the U2OS nuclei of Coelho et
+pretrain`` offers it. This script measures it on the NIH3T3 nuclei of Coelho et
 al. (ISBI 2009), a folder with ``images/*.tif`` and ``labels/*.tif``:
 
 * split: the fixed split of ``_data.TEST_NAMES`` (the last 10 images by file
@@ -18,12 +18,12 @@ al. (ISBI 2009), a folder with ``images/*.tif`` and ``labels/*.tif``:
 
 Usage::
 
-    python benchmarks/pretraining.py PATH/TO/coelho2009_u2os [--quick] [--seeds 0 1 2]
+    python benchmarks/pretraining.py PATH/TO/coelho2009_nih3t3 [--quick] [--seeds 0 1 2]
     python benchmarks/pretraining.py --sample --quick   # smoke test on the bundled image
 
 ``--quick`` runs a tiny configuration to check that the script works; it
 says nothing about the method. ``--sample`` reads tiles of the bundled
-nuclei image instead of the U2OS folder. Results go to ``benchmarks/results/pretraining.json``.
+nuclei image instead of the NIH3T3 folder. Results go to ``benchmarks/results/pretraining.json``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 They check that each script runs and writes its JSON, not what it measures:
 the accuracy, interactive and pretraining scripts read the bundled sample
-(``--sample``) instead of the U2OS folder, which a fresh clone does not have.
+(``--sample``) instead of the NIH3T3 folder, which a fresh clone does not have.
 """
 
 import json
@@ -44,11 +44,14 @@ def test_accuracy_runs_every_variant_and_writes_plot_and_docs_block(tmp_path):
     plot = tmp_path / "accuracy.png"
     report = _run(
         "accuracy.py",
-        ["--sample", "--quick", "--plot", str(plot), "--docs", str(docs)],
+        ["--sample", "--quick", "--plot", str(plot), "--docs", str(docs), "--variants",
+         "spoco", "disc_only", "rf", "otsu", "generalist_zero_shot", "generalist_2min"],
         tmp_path / "accuracy.json",
-    )
+    )  # fmt: skip
     variants = {row["variant"] for row in report["results"]}
-    assert {"spoco", "disc_only", "rf", "otsu"} <= variants
+    assert {"spoco", "disc_only", "rf", "otsu", "generalist_zero_shot"} <= variants
+    steps = {row["variant"]: row["steps"] for row in report["results"]}
+    assert steps["generalist_zero_shot"] == 0 and steps["generalist_2min"] >= 1
     assert {row["setting"] for row in report["results"]} >= {"dense", "spread"}
     assert plot.stat().st_size > 0
     text = docs.read_text()

@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 import tifffile
+import torch
 import zarr
 from skimage.io import imread
 
@@ -23,13 +24,18 @@ def test_headless_demo_runs_the_panel_and_writes_screenshot_and_instances(tmp_pa
     assert result.returncode == 0, result.stderr
     screenshot = imread(tmp_path / "screenshot.png")
     assert screenshot.shape[0] > 600 and screenshot.shape[1] > 1000  # the window, not the canvas
-    assert load_checkpoint(tmp_path / "model.pt").step == 2
+    from napari_spoco.core.pretrained import load_model_source
+
+    # The demo fine-tunes the nuclei generalist, after segmenting with it zero-shot.
+    assert load_checkpoint(tmp_path / "model.pt").step == load_model_source("nuclei").step + 2
     annotation = tifffile.imread(tmp_path / "annotation.tif")
     assert 5 < len(np.unique(annotation)) - 1 < 30
     assert len(json.loads((tmp_path / "history.json").read_text())) == 2
     instances = tifffile.imread(tmp_path / "instances.tif")
     assert instances.shape == (512, 512) and instances.dtype == np.uint32
-    assert set(json.loads((tmp_path / "scores.json").read_text())) >= {"ap50", "sbd", "abs_dic"}
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert set(scores) >= {"ap50", "sbd", "abs_dic", "zero_shot"}
+    assert set(scores["zero_shot"]) >= {"ap50", "sbd", "abs_dic"}
 
 
 def test_bad_arguments_give_a_one_line_error_and_nonzero_exit(tmp_path):
@@ -552,3 +558,236 @@ def test_python_m_runs_the_cli_and_reports_errors_on_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"napari-spoco evaluate: error: no such file or folder: {tmp_path / 'no.tif'}"
     ]
+
+
+# --------------------------------------------------------------------------- long runs
+
+
+def test_dense_training_scales_each_image_by_its_objects_and_scores_validation(data, tmp_path):
+    """--dense: 0 is background, each image resized by its own objects, AP@0.5 on held-out data."""
+    import skimage.transform
+
+    from napari_spoco.core.training import Trainer
+
+    small = skimage.transform.rescale(tifffile.imread(data / "A.tif"), 0.5, preserve_range=True)
+    small_gt = tifffile.imread(data / "A_gt.tif")[::2, ::2]
+    tifffile.imwrite(tmp_path / "half.tif", small.astype(np.float32))
+    tifffile.imwrite(tmp_path / "half_gt.tif", small_gt)
+    seen = {}
+    original = Trainer.set_data
+
+    def spy(self, images, annotations, **kwargs):
+        seen["scales"] = kwargs["scales"]
+        return original(self, images, annotations, **kwargs)
+
+    argv = [
+        "train", "--dense", "--images", str(data / "A.tif"), str(tmp_path / "half.tif"),
+        "--labels", str(data / "A_gt.tif"), str(tmp_path / "half_gt.tif"),
+        "--val-images", str(data / "C.tif"), "--val-labels", str(data / "C_gt.tif"),
+        "--val-every", "3", "--out", str(tmp_path / "dense.pt"), *FAST,
+    ]  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Trainer, "set_data", spy)
+        assert main(argv) == 0
+    full, half = seen["scales"]
+    assert half == pytest.approx(2 * full, rel=0.15)  # half-size objects are blown up twice as much
+    model = load_checkpoint(tmp_path / "dense.pt")
+    assert model.config.loss.sparse is False and model.config.object_scale == 1.0
+    scores = json.loads((tmp_path / "dense_validation.json").read_text())
+    assert [s["step"] for s in scores] == [3] and set(scores[0]["per_image"]) == {"C"}
+    assert 0 <= scores[0]["ap50"] <= 1
+    assert load_checkpoint(tmp_path / "dense_best.pt").step == 3
+
+
+def _train_on_a(data, out):
+    """``train`` on image A and its sparse annotation, writing ``out``."""
+    return ["train", "--images", str(data / "A.tif"), "--labels", str(data / "A_ann.tif"),
+            "--out", str(out)]  # fmt: skip
+
+
+def test_sigterm_saves_and_resume_finishes_the_same_run(data, tmp_path):
+    """A stopped run keeps its last state; --resume ends at the planned step with that state."""
+    import signal
+    import time
+
+    from napari_spoco.core.training import Trainer
+
+    out = tmp_path / "run.pt"
+    argv = [*_train_on_a(data, out), "--checkpoint-every", "2", *FAST, "--iterations", "400"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "napari_spoco", *argv], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr.strip().splitlines()[-1]
+    stopped = load_checkpoint(out)
+    assert 2 <= stopped.step < 400 and not list(tmp_path.glob(".*.tmp"))
+
+    resumed = Trainer(stopped.config, device="cpu", checkpoint=stopped, resume=True)
+    saved_moments = stopped.optimizer_state["state"][0]["exp_avg"]
+    assert torch.equal(resumed.optimizer.state_dict()["state"][0]["exp_avg"], saved_moments)
+    resume = [*_train_on_a(data, out), "--resume", "-q", "--iterations", str(stopped.step + 3)]
+    assert main(resume) == 0
+    finished = load_checkpoint(out)
+    assert finished.step == stopped.step + 3 and finished.run_start_step == 0
+    assert [h["step"] for h in finished.history] == list(range(1, finished.step + 1))
+
+
+def test_train_refuses_an_output_that_is_an_input(data, capsys):
+    line = _error(capsys, [*_train_on_a(data, data / "A_ann.tif"), *FAST], "train")
+    assert "also an input" in line
+    assert tifffile.imread(data / "A_ann.tif").max() > 0  # the annotation is still there
+
+
+# --------------------------------------------------------------------------- built-in models
+
+
+def test_train_starts_from_the_nuclei_generalist_unless_told_otherwise(data, tmp_path, caplog):
+    """2D single-channel images fine-tune the built-in model; --from scratch builds a new one."""
+    from napari_spoco.core.pretrained import builtin_model_path
+
+    generalist = load_checkpoint(builtin_model_path("nuclei"))
+    options = ["--iterations", "2", "--patch", "64", "64", "--batch-size", "2", "-q"]
+    with caplog.at_level("INFO", logger="napari_spoco"):
+        assert main([*_train_on_a(data, tmp_path / "tuned.pt"), *options]) == 0
+    first_line = caplog.records[0].getMessage()
+    assert (
+        "starting from the built-in nuclei model" in first_line and "--from scratch" in first_line
+    )
+    tuned = load_checkpoint(tmp_path / "tuned.pt")
+    assert tuned.step == generalist.step + 2 and tuned.config.model == generalist.config.model
+    assert not tuned.config.scale_per_image  # the painted nuclei set the fine-tuned scale
+    assert main([*_train_on_a(data, tmp_path / "named.pt"), *options, "--from", "nuclei"]) == 0
+    assert load_checkpoint(tmp_path / "named.pt").step == generalist.step + 2
+    assert main([*_train_on_a(data, tmp_path / "new.pt"), *options, "--from", "scratch"]) == 0
+    assert load_checkpoint(tmp_path / "new.pt").step == 2
+
+
+# --------------------------------------------------------------------------- nothing lost
+
+
+def test_evaluate_and_export_refuse_to_replace_a_folder(data, tmp_path, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "keep.tif").write_bytes(b"mine")
+    line = _error(
+        capsys,
+        ["evaluate", "--pred", str(data / "C_gt.tif"), "--gt", str(data / "C_gt.tif"),
+         "--out", str(folder)],
+        "evaluate",
+    )  # fmt: skip
+    assert f"{folder} is a folder that napari-spoco did not write" in line
+    line = _error(
+        capsys,
+        ["export-bioimageio", "--model", str(data / "model.pt"), "--test-image",
+         str(data / "C.tif"), "--out", str(folder)],
+        "export-bioimageio",
+    )  # fmt: skip
+    assert str(folder) in line and "did not write" in line
+    assert [p.name for p in folder.iterdir()] == ["keep.tif"]
+
+
+def test_predict_refuses_inputs_that_would_write_the_same_result(data, tmp_path, capsys):
+    for sub in "ab":
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "C.tif").write_bytes((data / "C.tif").read_bytes())
+    line = _error(
+        capsys,
+        ["predict", "--model", str(data / "model.pt"), "--images", str(tmp_path / "a" / "C.tif"),
+         str(tmp_path / "b"), "--out", str(tmp_path / "out")],
+        "predict",
+    )  # fmt: skip
+    assert f"{tmp_path / 'a' / 'C.tif'} and {tmp_path / 'b' / 'C.tif'}" in line
+    assert "C_instances" in line and not (tmp_path / "out").exists()
+
+
+def test_predict_into_its_input_folder_skips_its_own_results(data, tmp_path, caplog):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "C.tif").write_bytes((data / "C.tif").read_bytes())
+    argv = ["predict", "--model", str(data / "model.pt"), "--images", str(folder),
+            "--out", str(folder), "--embeddings", "--device", "cpu", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    with caplog.at_level("INFO", logger="napari_spoco"):
+        assert main(argv) == 0  # replaces its own results, does not segment them
+    assert "skipping 2 earlier result(s)" in caplog.text
+    blockwise = [*argv, "--block-shape", "64", "64"]
+    assert main(blockwise) == 0 and main(blockwise) == 0  # a block-wise zarr result is replaced
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "C.tif", "C_embeddings.zarr", "C_instances.tif", "C_instances.zarr",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("side", [5, 1])
+def test_predict_refuses_an_image_too_small_for_the_model(data, tmp_path, capsys, side):
+    tifffile.imwrite(tmp_path / "tiny.tif", np.ones((side, side), np.uint8))
+    line = _error(
+        capsys,
+        ["predict", "--model", str(data / "model.pt"), "--images", str(tmp_path / "tiny.tif"),
+         "--out", str(tmp_path / "out")],
+        "predict",
+    )  # fmt: skip
+    assert "tiny.tif: the image is too small for the network" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_with_the_generalist_measures_the_objects_and_reads_colour_as_grey(
+    data, tmp_path, caplog
+):
+    """--model nuclei: no size needed; an RGB copy of an image gives the same instances."""
+    grey = tifffile.imread(data / "C.tif")
+    scaled = ((grey - grey.min()) / np.ptp(grey) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "grey.tif", scaled)
+    tifffile.imwrite(tmp_path / "colour.tif", np.stack([scaled] * 3, axis=-1))
+    with caplog.at_level("INFO", logger="napari_spoco"):
+        argv = ["predict", "--model", "nuclei", "--images", str(tmp_path / "grey.tif"),
+                str(tmp_path / "colour.tif"), "--out", str(tmp_path / "out"), "-q"]  # fmt: skip
+        assert main(argv) == 0
+    assert "colour.tif: colour image read as grey" in caplog.text
+    assert "objects of" in caplog.text  # the size it measured
+    from_grey = tifffile.imread(tmp_path / "out" / "grey_instances.tif")
+    from_colour = tifffile.imread(tmp_path / "out" / "colour_instances.tif")
+    assert from_grey.max() > 3 and np.array_equal(from_grey, from_colour)
+
+
+def test_export_bioimageio_takes_a_builtin_model_by_name(data, tmp_path):
+    out = tmp_path / "nuclei.zip"
+    argv = ["export-bioimageio", "--model", "nuclei", "--test-image", str(data / "C.tif"),
+            "--out", str(out), "--no-validate"]  # fmt: skip
+    assert main(argv) == 0 and out.stat().st_size > 1e6
+
+
+def test_train_warns_about_settings_that_teach_nothing_and_refuses_zero_steps(
+    data, tmp_path, caplog, capsys
+):
+    one = tifffile.imread(data / "A_ann.tif")
+    one[one != one.max()] = 0
+    tifffile.imwrite(tmp_path / "one.tif", one)
+    argv = ["train", "--images", str(data / "A.tif"), "--labels", str(tmp_path / "one.tif"),
+            "--out", str(tmp_path / "m.pt"), "--background-id", "900", *FAST,
+            "--patch", "256", "256", "--iterations", "1"]  # fmt: skip
+    with caplog.at_level("INFO", logger="napari_spoco"):
+        assert main(argv) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("Only one object" in w for w in warnings)
+    assert any("background label 900 occurs in no annotation" in w for w in warnings)
+    assert any("larger than every image" in w for w in warnings)
+    line = _error(capsys, [*argv[:-2], "--iterations", "0"], "train")
+    assert "at least 1" in line
+
+
+def test_colour_images_are_read_as_rgb_as_napari_does_or_as_grey(data, tmp_path, caplog):
+    grey = tifffile.imread(data / "A.tif")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([grey, grey // 2, grey // 3], axis=-1))
+    argv = ["train", "--images", str(tmp_path / "rgb.tif"), "--labels", str(data / "A_ann.tif"),
+            *FAST]  # fmt: skip
+    with caplog.at_level("INFO", logger="napari_spoco"):
+        assert main([*argv, "--out", str(tmp_path / "rgb.pt")]) == 0
+    assert "as RGB" in caplog.records[0].getMessage()
+    assert load_checkpoint(tmp_path / "rgb.pt").config.model.in_channels == 3
+    assert main([*argv, "--grey", "--out", str(tmp_path / "grey.pt")]) == 0
+    assert load_checkpoint(tmp_path / "grey.pt").config.model.in_channels == 1

@@ -154,3 +154,13 @@ def test_sample_providers_return_layer_tuples(provider, loader):
     np.testing.assert_array_equal(image, expected_image)
     np.testing.assert_array_equal(labels, expected_labels)
     assert labels.dtype == np.uint32
+
+
+def test_the_package_with_its_built_in_models_stays_under_20_mb():
+    """Everything under src/napari_spoco goes into the wheel (which compresses it further)."""
+    import napari_spoco
+
+    root = Path(napari_spoco.__file__).parent
+    files = [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert any(p.suffix == ".pt" for p in files)
+    assert sum(p.stat().st_size for p in files) < 20e6

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,33 +37,128 @@ def pretrain(args: argparse.Namespace) -> None:
     _train(args, pretraining=True)
 
 
-def _train(args: argparse.Namespace, *, pretraining: bool) -> None:
-    from .core.bioimageio import load_checkpoint_or_package
-    from .core.training import Trainer
+class Stopped(Exception):
+    """Training stopped early on SIGINT or SIGTERM, after saving where it was."""
 
-    images = _read_images(args.images)
-    dims = _spatial_dims(images, args.channel_axis)
-    if pretraining:
-        labels = [np.zeros(_spatial_shape(a, args.channel_axis), np.uint8) for _, a in images]
-    else:
-        labels = _read_labels(args.labels, images, args.channel_axis)
-    start = getattr(args, "from_model", None)
-    checkpoint = load_checkpoint_or_package(start) if start else None
-    config = _train_config(
-        args, dims, _channels(images, args.channel_axis), checkpoint, pretraining
-    )
-    trainer = Trainer(config, device=args.device, checkpoint=checkpoint)
-    trainer.set_data([a for _, a in images], labels, channel_axis=args.channel_axis)
+
+def _train(args: argparse.Namespace, *, pretraining: bool) -> None:
+    from .core.checkpoint import load_checkpoint
+    from .core.pretrained import BUILTIN_MODELS, load_model_source
+    from .core.training import Trainer, training_warnings
+
     out = Path(args.out)
+    images, channel_axis = _read_images(args.images, args.channel_axis, grey=args.grey)
+    dims = _spatial_dims(images, channel_axis)
+    dense = getattr(args, "dense", False)
+    if pretraining:
+        labels = [np.zeros(_spatial_shape(a, channel_axis), np.uint8) for _, a in images]
+        label_paths = []
+    else:
+        label_paths, labels = _read_labels(args.labels, images, channel_axis)
+    _check_output(out, [p for p, _ in images] + label_paths)
+    resume = getattr(args, "resume", False)
+    start = None if resume else _start_model(args, dims, _channels(images, channel_axis))
+    if resume:
+        checkpoint = load_checkpoint(out)
+        config = _resumed_config(checkpoint, args)
+    else:
+        checkpoint = load_model_source(start) if start else None
+        config = _train_config(
+            args, dims, _channels(images, channel_axis), checkpoint, pretraining, labels
+        )
+    scales = _dense_scales(labels) if dense else None
+    validation = _validation_set(args, channel_axis) if getattr(args, "val_images", None) else None
+    if config.iterations < 1:
+        raise ValueError(f"--iterations must be at least 1, got {config.iterations}")
+    trainer = Trainer(config, device=args.device, checkpoint=checkpoint, resume=resume)
+    trainer.set_data([a for _, a in images], labels, channel_axis=channel_axis, scales=scales)
     what = "pretraining (consistency only)" if pretraining else "training"
+    if resume:
+        origin = f", resuming {out} at step {checkpoint.step}"
+    elif start in BUILTIN_MODELS:
+        origin = f", starting from the built-in {start} model (--from scratch: a new network)"
+    elif start:
+        origin = f", starting from {start}"
+    else:
+        origin = ", from a new network"
     logger.info(
-        "%s on %d image(s) for %d steps on %s, learning rate %g%s",
+        "%s on %d image(s) for %d steps on %s, learning rate %g, object scale %s%s",
         what, len(images), config.iterations, trainer.device, trainer.learning_rate,
-        f", starting from {start}" if start else "",
+        "per image" if dense else f"{config.object_scale:.3g}", origin,
     )  # fmt: skip
-    _run_with_bar(trainer, out, args.quiet)
+    for warning in training_warnings(trainer.config, labels, scales):
+        logger.warning("warning: %s", warning)
+    result = _run_with_bar(trainer, out, args, validation)
     _write_history(out, trainer.history)
+    if result.stopped:
+        raise Stopped(
+            f"stopped at step {result.step}; saved {out}; continue with the same command "
+            "and --resume"
+        )
     logger.info("wrote %s and its training history", out)
+
+
+def _start_model(args: argparse.Namespace, dims: int, channels: int) -> str | None:
+    """Choose what training starts from: --from, else the built-in model for such images.
+
+    A new network is built for ``--from scratch``, for pretraining and dense
+    training, and when its architecture is asked for (``--size``, ``--no-heads``,
+    ``--anisotropic``).
+    """
+    from .core.pretrained import SCRATCH, default_start_model
+
+    chosen = getattr(args, "from_model", None)
+    if chosen is not None:
+        return None if chosen == SCRATCH else chosen
+    architecture = args.size is not None or args.no_heads or args.anisotropic
+    if args.command == "pretrain" or getattr(args, "dense", False) or architecture:
+        return None
+    return default_start_model(dims, channels)
+
+
+def _check_output(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an output that is one of the inputs or cannot be written, before any work."""
+    resolved = out.resolve()
+    for path in inputs:
+        if path.resolve() == resolved:
+            raise ValueError(f"--out {out} is also an input; choose another file name")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a model file name such as model.pt")
+    folder = resolved.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {out}: {folder} is not writable")
+
+
+def _resumed_config(checkpoint: Any, args: argparse.Namespace) -> Any:
+    """Return the interrupted run's settings; only --iterations may change (to extend it)."""
+    from dataclasses import replace
+
+    if args.iterations is None:
+        return checkpoint.config
+    return replace(checkpoint.config, iterations=args.iterations)
+
+
+def _dense_scales(labels: Sequence[np.ndarray]) -> list[float]:
+    """Each image's resize factor from its own objects (images of many magnifications)."""
+    from .core.annotation import object_scale_from_annotations
+
+    return [object_scale_from_annotations([label]) or 1.0 for label in labels]
+
+
+def _validation_set(args: argparse.Namespace, channel_axis: int | None) -> Any:
+    from .core.io import image_name
+    from .core.validation import ValidationSet
+
+    if not args.val_labels:
+        raise ValueError("--val-images needs --val-labels (dense ground truth, one per image)")
+    images, _ = _read_images(args.val_images, channel_axis, grey=args.grey)
+    _, labels = _read_labels(args.val_labels, images, channel_axis)
+    return ValidationSet(
+        names=[image_name(p) for p, _ in images], images=[a for _, a in images],
+        labels=labels, scales=_dense_scales(labels), channel_axis=channel_axis,
+    )  # fmt: skip
 
 
 #: ``train`` flags (``cli._add_extensions``) that map one to one onto LossConfig fields.
@@ -72,16 +168,11 @@ _EXTENSION_FLAGS = (
 )  # fmt: skip
 
 
-def _train_config(args, dims, channels, checkpoint, pretraining):
+def _train_config(args, dims, channels, checkpoint, pretraining, labels):
     from dataclasses import replace
 
-    from .core.config import (
-        DEFAULT_PATCH_SHAPE,
-        LossConfig,
-        TrainConfig,
-        model_config_for,
-        object_scale_for_diameter,
-    )  # fmt: skip
+    from .core.annotation import object_scale_from_annotations
+    from .core.config import DEFAULT_PATCH_SHAPE, LossConfig, TrainConfig, model_config_for
     from .core.training import pretraining_loss
 
     if checkpoint is not None:
@@ -96,37 +187,111 @@ def _train_config(args, dims, channels, checkpoint, pretraining):
         scale = checkpoint.config.object_scale
     else:
         model = model_config_for(
-            dims, channels, size=args.size, heads=not args.no_heads,
+            dims, channels, size=args.size or "medium", heads=not args.no_heads,
             anisotropic_pooling=args.anisotropic,
         )  # fmt: skip
         loss, scale = LossConfig(), 1.0
-    if args.object_size is not None:
-        scale = object_scale_for_diameter(args.object_size)
+    dense = getattr(args, "dense", False)
+    if dense:
+        # Each image gets its own scale; the model's scale 1 means "objects at the reference size".
+        scale = 1.0
+    elif not pretraining:
+        background = getattr(args, "background_id", None)
+        measured = object_scale_from_annotations(
+            labels, diameter=args.object_size, background_id=background
+        )
+        scale = measured if measured is not None else scale
+    elif args.object_size is not None:
+        scale = object_scale_from_annotations([], diameter=args.object_size)
     if pretraining:
         loss = pretraining_loss(loss)
     else:
         extensions = {n: getattr(args, n) for n in _EXTENSION_FLAGS if getattr(args, n) is not None}
         loss = replace(loss, background_id=args.background_id, **extensions)
+    if dense:
+        # Dense labels leave no unannotated pixel, where the consistency term acts.
+        loss = replace(loss, sparse=False, consistency_weight=0.0)
     if checkpoint is None and loss.triplet_weight > 0 and loss.triplet_on == "bottleneck":
         model = replace(model, bottleneck_projection=True)
     return TrainConfig(
-        model=model, loss=loss, iterations=args.iterations, batch_size=args.batch_size,
+        model=model, loss=loss, iterations=1000 if args.iterations is None else args.iterations,
+        batch_size=args.batch_size,
         patch_shape=tuple(args.patch) if args.patch else DEFAULT_PATCH_SHAPE[dims],
         learning_rate=args.lr, object_scale=scale, seed=args.seed,
+        invert_probability=args.random_invert, report_every=args.log_every,
+        scale_per_image=dense,
     )  # fmt: skip
 
 
-def _run_with_bar(trainer: Any, out: Path, quiet: bool) -> None:
+def _run_with_bar(trainer: Any, out: Path, args: argparse.Namespace, validation: Any) -> Any:
+    """Train with a progress bar; save every ``--checkpoint-every`` steps and on SIGINT/SIGTERM."""
+    import signal
+
     from tqdm import tqdm
 
-    total = trainer.config.iterations
-    with tqdm(total=total, unit="step", disable=quiet, file=sys.stderr, mininterval=0.5) as bar:
+    config = trainer.config
+    done_before = trainer.step - trainer.run_start_step if args.resume else 0
+    scores = _Validation(out, trainer, validation, args.val_every) if validation else None
 
-        def report(record: Any) -> None:
-            bar.set_postfix(loss=f"{record.losses['total']:.4f}", refresh=False)
-            bar.update(trainer.config.report_every if bar.n < total else 0)
+    def stop(signum: int, frame: Any) -> None:
+        logger.info("received %s: saving and stopping", signal.Signals(signum).name)
+        trainer.request_stop()
 
-        trainer.run(callback=report, checkpoint_path=out)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with tqdm(
+            total=config.iterations, initial=done_before, unit="step", disable=args.quiet,
+            file=sys.stderr, mininterval=0.5,
+        ) as bar:  # fmt: skip
+
+            def report(record: Any) -> None:
+                bar.set_postfix(loss=f"{record.losses['total']:.4f}", refresh=False)
+                bar.update(record.step - trainer.run_start_step - bar.n)
+                if scores is not None:
+                    scores.maybe_score(record.step)
+
+            return trainer.run(
+                callback=report, checkpoint_path=out, checkpoint_every=args.checkpoint_every
+            )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Validation:
+    """AP@0.5 on held-out images every N steps: ``MODEL_validation.json`` and ``MODEL_best.pt``."""
+
+    def __init__(self, out: Path, trainer: Any, data: Any, every: int) -> None:
+        import json
+
+        self.trainer, self.data, self.every = trainer, data, every
+        self.path = out.with_name(f"{out.stem}_validation.json")
+        self.best_path = out.with_name(f"{out.stem}_best{out.suffix}")
+        # A resumed run keeps the scores of the steps it kept and drops any later ones.
+        earlier = json.loads(self.path.read_text()) if self.path.is_file() else []
+        self.records = [r for r in earlier if r["step"] <= trainer.step]
+
+    def maybe_score(self, step: int) -> None:
+        from .core.checkpoint import save_checkpoint
+        from .core.io import write_json
+        from .core.validation import validation_scores
+
+        # Records come every --log-every steps from wherever the run resumed: score at the
+        # first record of every new block of ``every`` steps.
+        last = self.records[-1]["step"] if self.records else 0
+        if step // self.every <= last // self.every:
+            return
+        trainer = self.trainer
+        per_image = validation_scores(trainer.model, self.data, loss=trainer.config.loss)
+        mean = float(np.mean(list(per_image.values())))
+        best = max((r["ap50"] for r in self.records), default=-1.0)
+        self.records.append({"step": step, "ap50": mean, "per_image": per_image})
+        write_json(self.path, self.records)
+        logger.info(
+            "step %d: validation AP@0.5 %.3f (best before: %.3f)", step, mean, max(best, 0.0)
+        )
+        if mean > best:
+            save_checkpoint(self.best_path, trainer.checkpoint())
 
 
 def _write_history(model_path: Path, history: list[dict]) -> None:
@@ -141,10 +306,35 @@ def _write_history(model_path: Path, history: list[dict]) -> None:
 # --------------------------------------------------------------------------- inputs
 
 
-def _read_images(paths: Sequence[str]) -> list[tuple[Path, np.ndarray]]:
+def _read_images(
+    paths: Sequence[str], channel_axis: int | None, *, grey: bool = False
+) -> tuple[list[tuple[Path, np.ndarray]], int | None]:
+    """Read images; colour (Y, X, 3 or 4) ones become grey with ``grey``, else RGB channels.
+
+    Without ``--channel-axis``, images whose last axis holds 3 or 4 values are
+    taken as RGB(A), as napari does, and the first line of output says so.
+    """
+    from .core.image import looks_rgb, rgb_to_grey
     from .core.io import expand_paths, read_image
 
-    return [(path, read_image(path)) for path in expand_paths(paths)]
+    images = [(path, read_image(path)) for path in expand_paths(paths)]
+    if channel_axis is not None:
+        return images, channel_axis
+    colour = [path for path, array in images if looks_rgb(array.shape)]
+    if grey:
+        if colour:
+            logger.info("converting %d colour image(s) to grey (--grey)", len(colour))
+        return [(p, rgb_to_grey(a) if p in colour else a) for p, a in images], None
+    if not colour:
+        return images, None
+    if len(colour) < len(images):
+        raise ValueError(
+            f"{colour[0].name} is a colour image but others are not: pass --grey to read "
+            "them all as grey, or --channel-axis"
+        )
+    logger.info("reading the images as RGB (last axis = channels), as napari does; "
+                "pass --channel-axis or --grey to read them otherwise")  # fmt: skip
+    return images, -1
 
 
 def _spatial_dims(images: list[tuple[Path, np.ndarray]], channel_axis: int | None) -> int:
@@ -173,7 +363,9 @@ def _channels(images: list[tuple[Path, np.ndarray]], channel_axis: int | None) -
     return next(iter(counts.values()))
 
 
-def _read_labels(paths: Sequence[str], images: list, channel_axis: int | None) -> list:
+def _read_labels(
+    paths: Sequence[str], images: list, channel_axis: int | None
+) -> tuple[list[Path], list[np.ndarray]]:
     from .core.io import expand_paths, read_image
 
     label_paths = expand_paths(paths)
@@ -195,10 +387,14 @@ def _read_labels(paths: Sequence[str], images: list, channel_axis: int | None) -
     if not any(label.any() for label in labels):
         names = ", ".join(p.name for p in label_paths)
         raise ValueError(f"nothing is annotated in {names}: paint at least one object")
-    return labels
+    return label_paths, labels
 
 
-def _check_fits(image: Any, path: Path, model: Any, channel_axis: int | None) -> None:
+def _check_fits(
+    image: Any, path: Path, model: Any, channel_axis: int | None, *, object_scale: float = 1.0
+) -> None:
+    from .core.image import check_image_size
+
     expected = model.spatial_dims + (channel_axis is not None)
     if image.ndim != expected:
         raise ValueError(
@@ -210,6 +406,10 @@ def _check_fits(image: Any, path: Path, model: Any, channel_axis: int | None) ->
         raise ValueError(
             f"{path}: the model reads {model.in_channels} channel(s), the image has {channels}"
         )
+    try:
+        check_image_size(_spatial_shape(image, channel_axis), object_scale)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 # --------------------------------------------------------------------------- prediction
@@ -217,24 +417,77 @@ def _check_fits(image: Any, path: Path, model: Any, channel_axis: int | None) ->
 
 def predict(args: argparse.Namespace) -> None:
     """``predict``: model + images → ``NAME_instances`` (and ``NAME_embeddings.zarr``)."""
-    from .core.bioimageio import load_checkpoint_or_package
+    from .core.annotation import object_scale_from_annotations
     from .core.io import expand_paths, image_name, open_image
+    from .core.pretrained import load_model_source
 
-    checkpoint = load_checkpoint_or_package(args.model)
+    checkpoint = load_model_source(args.model)
+    config = checkpoint.config
     segment_config = _segment_config(args)
-    images = [(path, open_image(path)) for path in expand_paths(args.images)]
-    for path, image in images:
-        _check_fits(image, path, checkpoint.config.model, args.channel_axis)
+    paths = expand_paths(args.images, skip_outputs=True)  # not the results of a former run
+    _check_unique_names(paths, image_name)
+    given = object_scale_from_annotations([], diameter=args.object_size)
     out = Path(args.out)
+    jobs = []
+    for path in paths:
+        image, channel_axis = _fit_colour(open_image(path), path, config.model, args.channel_axis)
+        known_scale = given or (1.0 if config.scale_per_image else config.object_scale)
+        _check_fits(image, path, config.model, channel_axis, object_scale=known_scale)
+        blockwise = _blockwise(args, path, math.prod(_spatial_shape(image, channel_axis)))
+        if blockwise and config.scale_per_image and given is None:
+            raise ValueError(
+                f"{path}: block-wise prediction with a model that measures each image's object "
+                "size (a built-in generalist) needs --object-size"
+            )
+        _check_targets(out, image_name(path), blockwise=blockwise, embeddings=args.embeddings)
+        jobs.append((image_name(path), image, channel_axis, blockwise))
     network = None
-    for path, image in images:
-        name = image_name(path)
-        if _blockwise(args, path, math.prod(_spatial_shape(image, args.channel_axis))):
-            _predict_blockwise(args, checkpoint, image, out, name, segment_config)
+    for name, image, channel_axis, blockwise in jobs:
+        if blockwise:
+            _predict_blockwise(args, checkpoint, image, out, name, segment_config, channel_axis)
             continue
         if network is None:
             network = _network(checkpoint, args.device)
-        _predict_whole(args, checkpoint, network, np.asarray(image), out, name, segment_config)
+        _predict_whole(args, checkpoint, network, np.asarray(image), out, name, segment_config,
+                       channel_axis)  # fmt: skip
+
+
+def _fit_colour(image: Any, path: Path, model: Any, channel_axis: int | None) -> tuple[Any, Any]:
+    """Read a (Y, X, 3 or 4) image as RGB channels, or as grey for a single-channel model."""
+    from .core.image import looks_rgb, rgb_to_grey
+
+    if channel_axis is not None or model.spatial_dims != 2 or not looks_rgb(image.shape):
+        return image, channel_axis
+    if model.in_channels == 1:
+        logger.info("%s: colour image read as grey (the mean of R, G and B)", path.name)
+        return rgb_to_grey(np.asarray(image)), None
+    logger.info("%s: read as RGB (last axis = channels), as napari does", path.name)
+    return image, -1
+
+
+def _check_unique_names(paths: Sequence[Path], name_of: Callable[[Path], str]) -> None:
+    """Refuse inputs whose results would have one name: one result would overwrite the other."""
+    groups: dict[str, list[Path]] = {}
+    for path in paths:
+        groups.setdefault(name_of(path), []).append(path)
+    clashes = [
+        f"{' and '.join(map(str, group))} would write the same {name}_instances"
+        for name, group in groups.items()
+        if len(group) > 1
+    ]
+    if clashes:
+        raise ValueError(
+            f"{'; '.join(clashes)}: rename the inputs or run them with different --out folders"
+        )
+
+
+def _check_targets(out: Path, name: str, *, blockwise: bool, embeddings: bool) -> None:
+    """Before any work, refuse outputs that would replace something other than a result."""
+    from .core.outputs import check_replaceable
+
+    check_replaceable(out / f"{name}_instances.{'zarr' if blockwise else 'tif'}", folder=blockwise)
+    if embeddings:
+        check_replaceable(out / f"{name}_embeddings.zarr", folder=True)
 
 
 def _network(checkpoint: Any, device: str) -> Any:
@@ -246,23 +499,33 @@ def _network(checkpoint: Any, device: str) -> Any:
     return network.to(resolve_device(device)).eval()
 
 
-def _predict_whole(args, checkpoint, network, image, out, name, config) -> None:
+def _predict_whole(args, checkpoint, network, image, out, name, config, channel_axis) -> None:
+    from .core.config import REFERENCE_DIAMETER
     from .core.inference import predict as predict_image
-    from .core.inference import segment_prediction
+    from .core.inference import prediction_scale, segment_prediction
     from .core.io import write_prediction, write_tiff
 
+    scale = prediction_scale(
+        network, checkpoint.config, image, diameter=args.object_size, channel_axis=channel_axis,
+        tile_shape=args.tile,
+    )  # fmt: skip
+    if scale != checkpoint.config.object_scale:
+        logger.info(
+            "%s: objects of %.1f px, resized by %.3g", name, REFERENCE_DIAMETER / scale, scale
+        )
     prediction = predict_image(
-        network, image, loss=checkpoint.config.loss, object_scale=checkpoint.config.object_scale,
-        channel_axis=args.channel_axis, tile_shape=args.tile,
+        network, image, loss=checkpoint.config.loss, object_scale=scale,
+        channel_axis=channel_axis, tile_shape=args.tile,
     )  # fmt: skip
     instances = segment_prediction(prediction, config)
     if args.embeddings:
         write_prediction(out / f"{name}_embeddings.zarr", prediction)
     write_tiff(out / f"{name}_instances.tif", instances)
-    logger.info("%s: %d instances → %s", name, instances.max(), out / f"{name}_instances.tif")
+    count = int(instances.max())  # napari's pytest plugin makes numpy log arguments str
+    logger.info("%s: %d instances → %s", name, count, out / f"{name}_instances.tif")
 
 
-def _predict_blockwise(args, checkpoint, image, out, name, config) -> None:
+def _predict_blockwise(args, checkpoint, image, out, name, config, channel_axis) -> None:
     from .bigdata import predict_blockwise, segment_blockwise, segment_prediction_blockwise
 
     blocks = _block_options(args)
@@ -272,7 +535,11 @@ def _predict_blockwise(args, checkpoint, image, out, name, config) -> None:
     # Cluster workers pick their own device; "auto" means CPU there.
     local = args.scheduler is None or args.device != "auto"
     device = str(resolve_device(args.device)) if local else None
-    run = {"device": device, "tile_shape": args.tile, "channel_axis": args.channel_axis}
+    from .core.annotation import object_scale_from_annotations
+
+    scale = object_scale_from_annotations([], diameter=args.object_size)
+    run = {"device": device, "tile_shape": args.tile, "channel_axis": channel_axis,
+           "object_scale": scale}  # fmt: skip
     if args.embeddings:
         blockwise = {key: value for key, value in blocks.items() if key != "halo"}
         with _Bar(args, f"{name}: predicting") as progress:
@@ -306,7 +573,9 @@ def segment(args: argparse.Namespace) -> None:
     )
 
     config = _segment_config(args)
-    arrays = [(path, open_prediction(path)) for path in expand_paths(args.embeddings)]
+    paths = expand_paths(args.embeddings)
+    _check_unique_names(paths, lambda path: image_name(path).removesuffix("_embeddings"))
+    arrays = [(path, open_prediction(path)) for path in paths]
     out = Path(args.out)
     for path, array in arrays:
         name = image_name(path).removesuffix("_embeddings")
@@ -375,7 +644,9 @@ def evaluate(args: argparse.Namespace) -> None:
     """``evaluate``: predicted vs ground-truth labels → printed table and CSV."""
     from .core.io import expand_paths, read_image, write_csv
     from .core.metrics import evaluate as score
+    from .core.outputs import check_replaceable
 
+    check_replaceable(args.out, folder=False)  # before scoring, not after
     predicted, truth = expand_paths(args.pred), expand_paths(args.gt)
     if len(predicted) != len(truth):
         raise ValueError(f"{len(predicted)} predictions but {len(truth)} ground-truth images")
@@ -415,10 +686,12 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def export_bioimageio(args: argparse.Namespace) -> None:
     """``export-bioimageio``: model file + test image → validated bioimage.io zip."""
     from .core.bioimageio import export_bioimageio as export
-    from .core.checkpoint import load_checkpoint
     from .core.io import read_image
+    from .core.outputs import check_replaceable
+    from .core.pretrained import load_model_source
 
-    checkpoint = load_checkpoint(args.model)
+    check_replaceable(args.out, folder=False)  # before the model is run and validated
+    checkpoint = load_model_source(args.model)
     image = read_image(args.test_image)
     out = export(
         checkpoint, args.out, test_image=image, channel_axis=args.channel_axis, name=args.name,

@@ -43,7 +43,12 @@ from ._blocks import (
 from .core.checkpoint import Checkpoint, load_checkpoint
 from .core.config import REFERENCE_DIAMETER, LossConfig, ModelConfig, SegmentConfig
 from .core.inference import Prediction, segment_prediction
-from .core.io import prediction_attributes, prediction_from_array, prediction_to_array
+from .core.io import (
+    instances_attributes,
+    prediction_attributes,
+    prediction_from_array,
+    prediction_to_array,
+)
 from .core.model import EmbeddingUNet, build_model
 from .core.stitching import block_lookup_tables, global_offsets, match_labels, merge_labels
 
@@ -366,7 +371,8 @@ def _segment(source, blocks, config, out, n_threads, scheduler, progress, *, spe
         )
     if min(blocks.halo) < 2:
         raise ValueError(f"block-wise segmentation needs a halo of >= 2 pixels, got {blocks.halo}")
-    with make_output(out, source.shape, blocks.block_shape, "uint32", {}, scheduler) as (
+    marker = instances_attributes()  # lets a later run replace this output
+    with make_output(out, source.shape, blocks.block_shape, "uint32", marker, scheduler) as (
         array, session,
     ):  # fmt: skip
         spec_ref, source_ref = session.share(spec), session.share(source)

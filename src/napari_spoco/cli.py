@@ -43,7 +43,12 @@ def _demo(args: argparse.Namespace) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     from . import _commands as run
 
-    parser = argparse.ArgumentParser(prog="napari-spoco", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="napari-spoco",
+        description=__doc__.splitlines()[0],
+        epilog="@FILE reads arguments from FILE, one per line (e.g. --images @train.txt)",
+        fromfile_prefix_chars="@",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -56,8 +61,26 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_training(train)
     train.add_argument(
         "--from", dest="from_model", metavar="MODEL",
-        help="fine-tune this model (.pt file or bioimage.io package); learning rate ÷10",
+        help="start from this model: a built-in name (nuclei), a .pt file or a bioimage.io "
+        "package, learning rate ÷10; 'scratch' builds a new network (default: the built-in "
+        "model that reads such images, else a new network)",
     )  # fmt: skip
+    train.add_argument(
+        "--dense", action="store_true",
+        help="the labels are dense ground truth: 0 is background and every object is "
+        "labelled; each image is resized so that its median object measures 24 px",
+    )  # fmt: skip
+    train.add_argument(
+        "--val-images", nargs="+", metavar="PATH",
+        help="held-out images scored (AP@0.5) every --val-every steps: MODEL_validation.json, "
+        "and the best model as MODEL_best.pt",
+    )  # fmt: skip
+    train.add_argument(
+        "--val-labels", nargs="+", metavar="PATH", help="dense ground truth of --val-images"
+    )
+    train.add_argument(
+        "--val-every", type=int, default=1000, metavar="N", help="steps between validations"
+    )
     train.add_argument(
         "--background-id", type=int, metavar="ID",
         help="label value of background scribbles (default: none)",
@@ -73,7 +96,10 @@ def _build_parser() -> argparse.ArgumentParser:
     pretrain.set_defaults(handler=run.pretrain)
 
     predict = commands.add_parser("predict", help="segment images with a trained model")
-    predict.add_argument("--model", required=True, help="model file (.pt) or bioimage.io package")
+    predict.add_argument(
+        "--model", required=True,
+        help="built-in model name (nuclei), model file (.pt) or bioimage.io package",
+    )  # fmt: skip
     _add_images(predict)
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument(
@@ -81,6 +107,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--device", default="auto", help="cuda:N, mps, cpu or auto")
     predict.add_argument("--tile", type=int, nargs="+", metavar="N", help="tile shape per axis")
+    predict.add_argument(
+        "--object-size", type=float, metavar="PX",
+        help="typical object diameter in pixels (default: the model's training scale; a "
+        "built-in generalist measures each image's objects)",
+    )  # fmt: skip
     _add_segmentation(predict)
     _add_blocks(predict)
     predict.set_defaults(handler=run.predict)
@@ -102,7 +133,9 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=run.evaluate)
 
     export = commands.add_parser("export-bioimageio", help="write a model as a bioimage.io zip")
-    export.add_argument("--model", required=True, help="model file (.pt)")
+    export.add_argument(
+        "--model", required=True, help="model file (.pt) or built-in model name (nuclei)"
+    )
     export.add_argument(
         "--test-image", required=True, help="image to cut the test input/output pair from"
     )
@@ -125,7 +158,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="open napari with the sample, paint 10 %% of the nuclei, train and segment "
+        help="open napari with the sample, segment it with the nuclei generalist, paint 10 %% "
+        "of the nuclei, fine-tune and segment again "
         "(--headless: in a hidden viewer, write the results and exit)",
     )
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
@@ -155,7 +189,31 @@ def _add_images(parser: argparse.ArgumentParser) -> None:
 
 def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="model file to write (.pt)")
-    parser.add_argument("--iterations", type=int, default=1000, help="steps (default: 1000)")
+    parser.add_argument(
+        "--iterations", type=int,
+        help="steps of the run (default: 1000; with --resume, the interrupted run's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the run that saved --out (after a stop, a crash or Ctrl-C)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=200, metavar="N",
+        help="save --out every N steps, so that --resume loses at most N (default: 200)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-every", type=int, default=1, metavar="N",
+        help="one training-history row per N steps (averaged; default: 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--grey", action="store_true",
+        help="read colour (Y, X, 3) images as grey, the mean of R, G and B",
+    )  # fmt: skip
+    parser.add_argument(
+        "--random-invert", type=float, default=0.0, metavar="P",
+        help="invert each patch's intensities with probability P, so that the model reads "
+        "bright and dark objects alike (default: 0)",
+    )  # fmt: skip
     parser.add_argument("--lr", type=float, help="learning rate (default: 1e-3, fine-tuning 1e-4)")
     parser.add_argument("--batch-size", type=int, default=4, help="patches per step (default: 4)")
     parser.add_argument(
@@ -165,11 +223,12 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--object-size", type=float, metavar="PX",
         help="typical object diameter in pixels; images are resized so that objects "
-        "measure 24 px (default: no resizing)",
+        "measure 24 px (default: the median diameter of the annotated objects)",
     )  # fmt: skip
     parser.add_argument(
-        "--size", choices=("small", "medium", "large"), default="medium",
-        help="network size preset (default: medium)",
+        "--size", choices=("small", "medium", "large"),
+        help="train a new network of this size preset (default: medium, when no built-in "
+        "model fits the images)",
     )  # fmt: skip
     parser.add_argument(
         "--no-heads", action="store_true",
@@ -245,6 +304,8 @@ def _add_blocks(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
+    from . import _commands as run
+
     args = _build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -253,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.handler(args)
+    except run.Stopped as stopped:
+        print(f"napari-spoco {args.command}: {stopped}", file=sys.stderr)
+        return INTERRUPTED
     except (ValueError, TypeError, FileNotFoundError, OSError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"napari-spoco {args.command}: error: {message}", file=sys.stderr)

@@ -68,9 +68,12 @@ def run_demo(
 ) -> dict[str, float] | None:
     """Run the demo; headless, write results to ``out`` and return the scores.
 
-    Writes ``screenshot.png`` (the whole window, panel included),
-    ``instances.tif``, ``annotation.tif``, ``model.pt``, ``history.json`` and
-    ``scores.json`` (against the sample's ground truth) to ``out``.
+    When the panel starts from a built-in generalist, the image is segmented
+    with it first (zero-shot), then the generalist is fine-tuned on the
+    painted nuclei and the image segmented again. Writes ``screenshot.png``
+    (the whole window, panel included), ``instances.tif``, ``annotation.tif``,
+    ``model.pt``, ``history.json`` and ``scores.json`` (against the sample's
+    ground truth; the zero-shot scores under ``zero_shot``) to ``out``.
 
     Raises
     ------
@@ -93,15 +96,29 @@ def run_demo(
     viewer.window._qt_window.resize(1500, 1000)
     viewer.reset_view()
     panel.annotate.image_box.set_layer(viewer.layers["nuclei"])
-    layer = annotate_like_a_user(panel, truth, fraction=fraction, seed=seed)
     if device != "auto":
         panel.train.settings.device_box.setCurrentText(device)
     panel.train.settings.iterations.setValue(iterations)
     outcome: dict[str, Any] = {}
     loop = QEventLoop()
 
+    def paint_and_train() -> None:
+        outcome["layer"] = annotate_like_a_user(panel, truth, fraction=fraction, seed=seed)
+        logger.info(
+            "training (%s) on %d painted nuclei and background strokes for %d steps",
+            panel.train.settings.size_box.currentText(), panel.annotate.object_count(), iterations,
+        )  # fmt: skip
+        panel.train.start()
+
+    def zero_shot_segmented(name: str) -> None:
+        instances = np.asarray(viewer.layers["nuclei instances"].data)
+        outcome["zero_shot"] = _log_scores("before painting (zero-shot)", truth, instances)
+        panel.segment.segmented.disconnect(zero_shot_segmented)
+        panel.segment.segmented.connect(segmented)
+        paint_and_train()
+
     def segmented(name: str) -> None:
-        outcome["scores"] = _write_outputs(out, viewer, panel, layer, truth)
+        outcome["scores"] = _write_outputs(out, viewer, panel, truth, outcome)
         loop.quit()
 
     def trained(completed: bool) -> None:
@@ -109,14 +126,14 @@ def run_demo(
             outcome["error"] = "training did not complete (see the messages above)"
             loop.quit()
 
-    panel.segment.segmented.connect(segmented)
     panel.train.finished.connect(trained)
-    logger.info(
-        "training on %d painted nuclei and background strokes for %d steps",
-        panel.annotate.object_count(),
-        iterations,
-    )
-    panel.train.start()
+    if panel.state.loaded_builtin is not None:
+        # Segment with the generalist before painting, so the demo shows what fine-tuning adds.
+        panel.segment.segmented.connect(zero_shot_segmented)
+        panel.segment.predict(viewer.layers["nuclei"])
+    else:
+        panel.segment.segmented.connect(segmented)
+        paint_and_train()
     if not headless:
         napari.run()
         return outcome.get("scores")
@@ -127,23 +144,30 @@ def run_demo(
     return outcome["scores"]
 
 
+def _log_scores(when: str, truth: np.ndarray, instances: np.ndarray) -> dict:
+    from .core.metrics import evaluate
+
+    scores = evaluate(truth, instances)
+    logger.info(
+        "%s: %d instances (ground truth: %d); AP@0.5 %.3f, SBD %.3f, |DiC| %d",
+        when, int(instances.max()), len(np.unique(truth)) - 1, scores["ap50"], scores["sbd"],
+        int(scores["abs_dic"]),
+    )  # fmt: skip
+    return scores
+
+
 def _write_outputs(
-    out: Path, viewer: Any, panel: SpocoWidget, layer: Any, truth: np.ndarray
+    out: Path, viewer: Any, panel: SpocoWidget, truth: np.ndarray, outcome: dict
 ) -> dict:
     import imageio.v3 as iio
     import tifffile
 
-    from .core.metrics import evaluate
-
     instances = np.asarray(viewer.layers["nuclei instances"].data)
-    scores = evaluate(truth, instances)
-    logger.info(
-        "%d instances (ground truth: %d); AP@0.5 %.3f, SBD %.3f, |DiC| %d",
-        instances.max(), len(np.unique(truth)) - 1, scores["ap50"], scores["sbd"],
-        scores["abs_dic"],
-    )  # fmt: skip
+    scores = _log_scores("after training", truth, instances)
+    if "zero_shot" in outcome:
+        scores = {**scores, "zero_shot": outcome["zero_shot"]}
     tifffile.imwrite(out / "instances.tif", instances.astype(np.uint32))
-    tifffile.imwrite(out / "annotation.tif", np.asarray(layer.data))
+    tifffile.imwrite(out / "annotation.tif", np.asarray(outcome["layer"].data))
     panel.files.save_model(out / "model.pt")
     (out / "history.json").write_text(json.dumps(panel.state.trainer.history, indent=1))
     (out / "scores.json").write_text(json.dumps(scores, indent=1))

@@ -127,3 +127,72 @@ def test_prediction_round_trip(tmp_path):
     zarr.create_array(tmp_path / "other.zarr", shape=(2,), dtype="uint8")
     with pytest.raises(ValueError, match="not a napari-spoco prediction"):
         open_prediction(tmp_path / "other.zarr")
+
+
+def test_outputs_replace_only_earlier_outputs_of_the_same_kind(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match=f"{folder} is a folder that napari-spoco did not write"):
+        write_csv(folder, [{"a": 1}])
+    with pytest.raises(ValueError, match="did not write"), atomic_output(folder) as temporary:
+        temporary.mkdir()
+    foreign = zarr.create_array(tmp_path / "foreign.zarr", shape=(2,), dtype="uint8")
+    with pytest.raises(ValueError, match="foreign.zarr is a folder"):
+        write_prediction(foreign.store.root, Prediction(np.zeros((2, 4, 4), np.float32)))
+    assert (folder / "keep.txt").read_text() == "mine" and (tmp_path / "foreign.zarr").is_dir()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    ours = tmp_path / "p.zarr"
+    write_prediction(ours, Prediction(np.zeros((2, 4, 4), np.float32)))
+    write_prediction(ours, Prediction(np.ones((3, 4, 4), np.float32)))  # a result replaces one
+    assert open_prediction(ours).shape == (3, 4, 4)
+    with pytest.raises(ValueError, match="p.zarr is a zarr folder; it is not replaced by a file"):
+        write_tiff(ours, np.zeros((2, 2)))
+    write_tiff(tmp_path / "a.tif", np.zeros((2, 2)))
+    write_tiff(tmp_path / "a.tif", np.ones((2, 2)))  # a file replaces a file
+    with pytest.raises(ValueError, match="a.tif is a file; it is not replaced by a zarr"):
+        write_prediction(tmp_path / "a.tif", Prediction(np.zeros((2, 4, 4), np.float32)))
+    assert tifffile.imread(tmp_path / "a.tif").max() == 1
+
+
+def test_expand_paths_can_skip_results_of_predict(tmp_path, caplog):
+    for name in ("C.tif", "C_instances.tif", "D_instances.TIF"):
+        (tmp_path / name).write_bytes(b"")
+    zarr.create_array(tmp_path / "C_embeddings.zarr", shape=(2,), dtype="uint8")
+    zarr.create_array(tmp_path / "C_instances.zarr", shape=(2,), dtype="uint8")
+    assert len(expand_paths([tmp_path])) == 5  # other callers (segment, evaluate) see all
+    with caplog.at_level("INFO", logger="napari_spoco.core.io"):
+        assert expand_paths([tmp_path], skip_outputs=True) == [tmp_path / "C.tif"]
+    assert "skipping 4 earlier result(s)" in caplog.text and "C_instances.zarr" in caplog.text
+    named = tmp_path / "C_instances.tif"
+    assert expand_paths([named], skip_outputs=True) == [named]  # asked for by name
+    (tmp_path / "C.tif").unlink()
+    with pytest.raises(ValueError, match="holds no image.*skipped 4 earlier result"):
+        expand_paths([tmp_path], skip_outputs=True)
+
+
+def test_a_save_removes_stale_temporaries_of_its_target_and_writes_a_normal_mode(tmp_path):
+    import os
+    import stat
+    import time
+
+    hour_ago = time.time() - 3600
+    stale_file, stale_folder = tmp_path / ".a.tif.abcd1234.tmp", tmp_path / ".a.tif.x_y9zz00.tmp"
+    stale_file.write_bytes(b"killed")
+    (stale_folder / "a.tif").mkdir(parents=True)
+    fresh = tmp_path / ".a.tif.fresh000.tmp"  # perhaps a save still running elsewhere
+    fresh.write_bytes(b"")
+    others = [tmp_path / ".b.tif.abcd1234.tmp", tmp_path / ".a.tif.notours.tmp", tmp_path / "a.tmp"]
+    for path in others:
+        path.write_bytes(b"")
+    for path in (stale_file, stale_folder, stale_folder / "a.tif", *others):
+        os.utime(path, (hour_ago, hour_ago))
+
+    with atomic_output(tmp_path / "a.tif") as temporary:  # a writer like mkstemp: mode 0600
+        os.close(os.open(temporary, os.O_CREAT | os.O_WRONLY, 0o600))
+    assert not stale_file.exists() and not stale_folder.exists()
+    assert fresh.exists() and all(path.exists() for path in others)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.tif").stat().st_mode) == 0o666 & ~umask  # 0644 usually

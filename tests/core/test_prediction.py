@@ -274,3 +274,10 @@ def test_predict_image_applies_the_training_scale_and_returns_full_size():
     half = predict_image(model, image, channel_axis=-1, object_scale=0.5)
     assert full.shape == half.shape == (16, 50, 61)
     assert not np.allclose(full, half)  # the network really saw a resized image
+
+
+@pytest.mark.parametrize(("shape", "object_scale"), [((5, 5), 1.0), ((1, 1), 1.0), ((40, 40), 0.3)])
+def test_predict_image_refuses_images_too_small_for_the_network(shape, object_scale):
+    model = build_model(ModelConfig(depth=2, base_features=4))
+    with pytest.raises(ValueError, match="too small for the network"):
+        predict_image(model, np.ones(shape, np.float32), object_scale=object_scale)

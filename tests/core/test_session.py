@@ -88,3 +88,53 @@ def test_not_a_session(tmp_path):
     pairs, images, annotations = _contents()
     with pytest.raises(ValueError, match="no data"):
         save_session(tmp_path / "x", pairs, images, {})
+
+
+def test_saving_into_a_session_replaces_only_its_own_files(tmp_path):
+    import os
+    import stat
+
+    import tifffile
+
+    pairs, images, annotations = _contents()
+    folder = save_session(tmp_path / "s", pairs, images, annotations)
+    stored_image = folder / "images" / "cells_1.tif"
+    assert stored_image.exists()
+    raw = folder / "raw.tif"  # the user keeps the raw image inside the session folder
+    tifffile.imwrite(raw, images["cells/1"])
+    (folder / "notes.txt").write_text("mine")
+    (folder / "annotations" / "renamed.tif").write_text("not a session file")
+    pairs = [SessionPair("cells/1", "renamed", "YX", image_source=str(raw))]
+    save_session(folder, pairs, {}, {"renamed": annotations["cells/1 annotation"]})
+
+    session = load_session(folder)
+    np.testing.assert_array_equal(session.images["cells/1"], images["cells/1"])
+    assert raw.exists() and (folder / "notes.txt").read_text() == "mine"
+    assert (folder / "annotations" / "renamed.tif").read_text() == "not a session file"
+    manifest = json.loads((folder / "session.json").read_text())
+    assert manifest["pairs"][0]["annotation_file"] == "annotations/renamed-2.tif"
+    assert not stored_image.exists()  # the session's own files it no longer lists are removed
+    assert not (folder / "annotations" / "cells_1_annotation.tif").exists()
+    assert not [p for p in folder.rglob(".*")] and not list(tmp_path.glob(".s.*"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((folder / "session.json").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_session_left_as_old_by_an_interrupted_swap_is_recovered(tmp_path):
+    pairs, images, annotations = _contents()
+    folder = save_session(tmp_path / "s", pairs, images, annotations)
+    (folder / "notes.txt").write_text("mine")
+    # An older save crashed between its two renames: s → .s.old done, staging → s not.
+    folder.rename(tmp_path / ".s.old")
+    (tmp_path / ".s.abcd1234.tmp").mkdir()
+    session = load_session(folder)
+    assert session.pairs == pairs and (folder / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / ".s.old").exists()
+
+    folder.rename(tmp_path / ".s.old")
+    annotations["cells/1 annotation"][10, 10] = 2
+    save_session(folder, pairs, images, annotations)  # saving recovers it too, then saves into it
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert load_session(folder).annotations["cells/1 annotation"][10, 10] == 2

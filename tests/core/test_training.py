@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,11 +18,14 @@ SMALL = TrainConfig(
 )
 
 
-def _trainer(blobs, config=SMALL, **kwargs):
+def _sparse(blobs):
     image, labels = blobs
-    sparse = np.where(np.isin(labels, [1, 2, 3]), labels, 0)
+    return [image], [np.where(np.isin(labels, [1, 2, 3]), labels, 0)]
+
+
+def _trainer(blobs, config=SMALL, **kwargs):
     trainer = Trainer(config, device="cpu", **kwargs)
-    trainer.set_data([image], [sparse])
+    trainer.set_data(*_sparse(blobs))
     return trainer
 
 
@@ -137,8 +141,8 @@ def test_interrupted_save_keeps_the_previous_file(blobs, tmp_path, monkeypatch):
     path = save_checkpoint(tmp_path / "model.pt", trainer.checkpoint())
     before = path.read_bytes()
 
-    def failing_save(obj, stream):
-        stream.write(b"partial")
+    def failing_save(obj, target):
+        Path(target).write_bytes(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", failing_save)
@@ -170,3 +174,50 @@ def test_multichannel_images_train_with_a_matching_network(blobs):
     trainer = Trainer(config, device="cpu")
     trainer.set_data([two_channels], [labels], channel_axis=-1)
     assert trainer.run().steps_done == 2
+
+
+def test_bad_pixels_and_tiny_images_stop_training_before_any_step(blobs):
+    image, labels = blobs
+    trainer = Trainer(SMALL, device="cpu")
+    broken = image.copy()
+    broken[5, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        trainer.set_data([broken], [labels])
+    with pytest.raises(ValueError, match="too small"):
+        trainer.set_data([image[:5, :5]], [labels[:5, :5]])
+
+
+def test_a_non_finite_loss_stops_training_without_touching_the_weights(blobs, monkeypatch):
+    import napari_spoco.core.training as training
+
+    trainer = _trainer(blobs)
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    real_loss = training.spoco_loss
+
+    def diverged(*args, **kwargs):
+        losses = real_loss(*args, **kwargs)
+        losses["total"] = losses["total"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(training, "spoco_loss", diverged)
+    with pytest.raises(ValueError, match="diverged at step 1"):
+        trainer.run()
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resuming_continues_the_schedule_where_the_run_stopped(blobs, tmp_path):
+    """Six steps in one go, or three, a saved checkpoint and three more: the same run."""
+    config = TrainConfig(**{**SMALL.__dict__, "iterations": 6})
+    whole = _collect(_trainer(blobs, config))
+    first = _trainer(blobs, config)
+    first.run(3)
+    assert first.step == 3
+    first.request_stop()
+    path = save_checkpoint(tmp_path / "run.pt", first.checkpoint())
+    saved = load_checkpoint(path)
+    resumed = Trainer(config, device="cpu", checkpoint=saved, resume=True)
+    resumed.set_data(*_sparse(blobs))
+    rest = _collect(resumed)
+    assert resumed.step == 6 and [r.step for r in rest] == [4, 5, 6]
+    assert [r.learning_rate for r in rest] == pytest.approx([r.learning_rate for r in whole[3:]])

@@ -130,7 +130,7 @@ def test_model_file_that_is_not_ours(panel, notifications, tmp_path):
     text.write_text("hello")
     assert not panel.files.load_model(text)
     assert "not a napari-spoco model file" in _messages(notifications)[-1]
-    assert panel.state.loaded_checkpoint is None
+    assert panel.state.loaded_builtin == "nuclei"  # the model before the failed load stays
 
 
 def test_model_with_a_different_number_of_channels(panel, notifications, tmp_path, qtbot):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from .config import object_scale_for_diameter
 
 __all__ = [
     "keep_fraction_of_objects",
     "median_object_diameter",
+    "object_scale_from_annotations",
     "next_free_id",
     "object_ids",
     "promote_all_instances",
@@ -101,6 +106,29 @@ def median_object_diameter(labels: ArrayLike, *, background_id: int | None = Non
         per_plane = np.stack([np.bincount(p.ravel(), minlength=ids.max() + 1) for p in planes])
         areas = per_plane.max(axis=0)[ids]
     return float(np.median(2 * np.sqrt(areas / np.pi)))
+
+
+def object_scale_from_annotations(
+    annotations: Sequence[ArrayLike],
+    *,
+    diameter: float | None = None,
+    background_id: int | None = None,
+) -> float | None:
+    """Resize factor for training and prediction: from ``diameter``, else from the painted objects.
+
+    The panel and the command line both call this, so that the same painting
+    gives the same scale everywhere. The median over images of each image's
+    median diameter is used; None when no diameter is given and nothing is
+    painted. The factor is kept within 0.05-4: only the size of real objects
+    counts, and a stray painted pixel would otherwise blow the image up.
+    """
+    if diameter is None:
+        measured = [median_object_diameter(a, background_id=background_id) for a in annotations]
+        measured = [d for d in measured if d is not None]
+        if not measured:
+            return None
+        diameter = float(np.median(measured))
+    return float(np.clip(object_scale_for_diameter(diameter), 0.05, 4.0))
 
 
 def promote_instance(

@@ -10,7 +10,6 @@ finished.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 
 from .config import TrainConfig, config_from_dict
 from .model import EmbeddingUNet, build_model
+from .outputs import atomic_output
 
 __all__ = [
     "FORMAT_NAME",
@@ -38,7 +38,9 @@ class Checkpoint:
     """Everything needed to predict with a model or to continue training it.
 
     ``history`` holds one dict per training record (step, losses, lr, seconds);
-    ``normalization`` says how images must be prepared for this model.
+    ``normalization`` says how images must be prepared for this model;
+    ``run_start_step`` is where the run that wrote it began, so that an
+    interrupted run can resume its learning-rate schedule.
     """
 
     config: TrainConfig
@@ -50,6 +52,7 @@ class Checkpoint:
     normalization: dict[str, Any] = field(
         default_factory=lambda: {"method": "percentile", "low": 1.0, "high": 99.8}
     )
+    run_start_step: int = 0
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
@@ -65,16 +68,10 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
         "step": checkpoint.step,
         "history": checkpoint.history,
         "normalization": checkpoint.normalization,
+        "run_start_step": checkpoint.run_start_step,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary:  # also clears stale temporaries; mode 0644
+        torch.save(payload, temporary)
     return path
 
 
@@ -115,6 +112,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             step=int(payload.get("step", 0)),
             history=list(payload.get("history", [])),
             normalization=dict(payload.get("normalization", {})),
+            run_start_step=int(payload.get("run_start_step", 0)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path} is a damaged napari-spoco model file: {error}") from error

@@ -241,6 +241,13 @@ class TrainConfig:
     images are resized by before training (prediction applies the same).
     ``learning_rate=None`` picks 1e-3 for a new network and a tenth of that when
     fine-tuning a saved one (the ratio the paper recommends).
+    ``invert_probability`` is the chance that a patch's intensities are flipped
+    (1 - x) for both views: a generalist trained with 0.5 reads bright objects on
+    a dark background (fluorescence) and dark ones on a bright background
+    (brightfield, stained tissue) alike. ``scale_per_image`` marks a model
+    trained on images that were each resized by their own objects' size (dense
+    training of a generalist): it has no single scale, so prediction measures
+    the objects of each new image first (``core.inference.estimate_object_diameter``).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -253,6 +260,8 @@ class TrainConfig:
     ema_momentum: float = 0.99
     object_fraction: float = 0.75
     object_scale: float = 1.0
+    invert_probability: float = 0.0
+    scale_per_image: bool = False
     seed: int = 0
     report_every: int = 1
 
@@ -281,6 +290,10 @@ class TrainConfig:
             f"object_fraction must lie in [0, 1], got {self.object_fraction}",
         )
         _require(self.object_scale > 0, f"object_scale must be > 0, got {self.object_scale}")
+        _require(
+            0 <= self.invert_probability <= 1,
+            f"invert_probability must lie in [0, 1], got {self.invert_probability}",
+        )
         _require(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -89,6 +89,8 @@ def inner_distance(labels: ArrayLike, *, background_id: int | None = None) -> ND
 def known_background(labels: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """Bool (B, *spatial): background scribbles and the ring around annotated objects.
 
+    With dense labels (``config.sparse=False``) every 0 pixel is background.
+
     Parameters
     ----------
     labels : torch.Tensor
@@ -96,6 +98,8 @@ def known_background(labels: torch.Tensor, config: LossConfig) -> torch.Tensor:
     config : LossConfig
         ``background_id`` and ``ring_width``.
     """
+    if not config.sparse:
+        return labels == 0
     background = torch.zeros_like(labels, dtype=torch.bool)
     if config.background_id is not None:
         background |= labels == config.background_id

@@ -15,9 +15,11 @@ __all__ = [
     "MIN_SIZE",
     "check_image_size",
     "check_image_values",
+    "looks_rgb",
     "normalize_percentile",
     "prepare_image",
     "rescale_spatial",
+    "rgb_to_grey",
 ]
 
 #: Smallest Y/X extent (pixels, after the object-size rescaling) the network is trained on.
@@ -47,6 +49,27 @@ def check_image_values(image: ArrayLike, *, name: str = "image") -> None:
         raise ValueError(
             f"{name} contains NaN or infinite pixels: replace them (e.g. by 0) before training"
         )
+
+
+def looks_rgb(shape: tuple[int, ...]) -> bool:
+    """Whether an image of ``shape`` is probably (Y, X, 3 or 4) colour, by napari's rule.
+
+    napari guesses RGB(A) for arrays of 3 or more axes whose last axis holds 3
+    or 4 values; we only apply it to three axes, where it cannot be a Z stack
+    of 3 or 4 planes (those come as (Z, Y, X), with Z first).
+    """
+    return len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4
+
+
+def rgb_to_grey(image: ArrayLike) -> NDArray[np.float32]:
+    """Mean of the R, G and B channels of a (Y, X, 3 or 4) image (alpha is dropped).
+
+    A single-channel model (the nuclei generalist) reads colour images this
+    way; the channel mean keeps stained nuclei distinct in any stain colour,
+    where luminance weights would favour green.
+    """
+    image = np.asarray(image)
+    return image[..., :3].astype(np.float32).mean(axis=-1)
 
 
 def check_image_size(spatial_shape: tuple[int, ...], object_scale: float = 1.0) -> None:

@@ -9,17 +9,26 @@ all call these two, so a change here changes every front end alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .annotation import median_object_diameter, object_scale_from_annotations
 from .clustering import foreground_probability, remove_small_segments, segment
-from .config import LossConfig, SegmentConfig
+from .config import LossConfig, SegmentConfig, TrainConfig
 from .model import EmbeddingUNet, split_output
 from .prediction import predict_image
 
-__all__ = ["Prediction", "predict", "segment_prediction", "split_at_cores"]
+__all__ = [
+    "Prediction",
+    "estimate_object_diameter",
+    "predict",
+    "prediction_scale",
+    "segment_prediction",
+    "split_at_cores",
+]
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,72 @@ def segment_prediction(
     if prediction.distance is not None and config.seed_threshold is not None:
         labels = split_at_cores(labels, prediction.distance, config.seed_threshold)
     return remove_small_segments(labels, config.min_size)
+
+
+def estimate_object_diameter(
+    model: EmbeddingUNet,
+    image: ArrayLike,
+    *,
+    loss: LossConfig | None = None,
+    channel_axis: int | None = None,
+    segment_config: SegmentConfig | None = None,
+    **tiling: object,
+) -> float | None:
+    """Median object diameter (pixels) in ``image``, measured by segmenting it; None if empty.
+
+    For models without a scale of their own (``TrainConfig.scale_per_image``)
+    when nothing is painted and no size is given. The image is segmented at
+    its own size; if the objects found are far from the network's reference
+    size, it is segmented again at the scale they suggest, where the network
+    sees objects of the size it was trained on, and measured again.
+    """
+    diameter = None
+    scale = 1.0
+    for _ in range(2):
+        prediction = predict(
+            model, image, loss=loss, object_scale=scale, channel_axis=channel_axis, **tiling
+        )
+        instances = segment_prediction(prediction, segment_config)
+        measured = median_object_diameter(instances)
+        if measured is None:
+            return diameter
+        diameter = measured
+        new_scale = object_scale_from_annotations([], diameter=diameter)
+        if 0.8 < new_scale / scale < 1.25:
+            break
+        scale = new_scale
+    return diameter
+
+
+def prediction_scale(
+    model: EmbeddingUNet,
+    config: TrainConfig,
+    image: ArrayLike,
+    *,
+    diameter: float | None = None,
+    annotations: Sequence[ArrayLike] = (),
+    background_id: int | None = None,
+    channel_axis: int | None = None,
+    **tiling: object,
+) -> float:
+    """Resize factor to predict ``image`` at: the one rule the panel and the command line share.
+
+    A given ``diameter`` wins, then the model's own training scale. A model
+    without one (``config.scale_per_image``, the generalists) takes the size of
+    the objects painted in ``annotations``, else the size it measures itself
+    (:func:`estimate_object_diameter`), else the reference size.
+    """
+    if diameter is None and not config.scale_per_image:
+        return config.object_scale
+    scale = object_scale_from_annotations(
+        annotations, diameter=diameter, background_id=background_id
+    )
+    if scale is None:
+        measured = estimate_object_diameter(
+            model, image, loss=config.loss, channel_axis=channel_axis, **tiling
+        )
+        scale = object_scale_from_annotations([], diameter=measured) if measured else 1.0
+    return scale
 
 
 def _foreground_mask(prediction: Prediction, config: SegmentConfig) -> NDArray[np.bool_] | None:

@@ -1,8 +1,8 @@
 """Read images and write results: TIFF, zarr, OME-Zarr, folders of images.
 
-Two promises hold for every writer here. Outputs are written to a temporary
-name in the target folder and renamed when complete (:func:`atomic_output`),
-so an interrupted run never leaves a file that looks finished. Readers
+Every writer here goes through :func:`~napari_spoco.core.outputs.atomic_output`:
+an interrupted run never leaves a file that looks finished, and an output
+replaces only an earlier output of the same kind, never a user's folder. Readers
 report an unreadable file as one ``ValueError`` naming it, whatever library
 failed underneath, so front ends can show one line.
 
@@ -16,14 +16,12 @@ workers can open them themselves.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
+import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +30,16 @@ import tifffile
 from numpy.typing import ArrayLike, NDArray
 
 from .inference import Prediction
+from .outputs import MARKER_KEY, atomic_output, is_zarr_folder
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "OUTPUT_SUFFIXES",
     "LazyImage",
     "atomic_output",
     "expand_paths",
     "image_name",
+    "instances_attributes",
     "open_image",
     "open_prediction",
     "prediction_attributes",
@@ -54,14 +55,23 @@ __all__ = [
 #: File name endings read as images; ``.zarr`` folders count as files.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr")
 
-#: Attribute of a prediction zarr array that says how its channels are laid out.
-PREDICTION_KEY = "napari_spoco"
+#: Attribute of a prediction zarr array that says how its channels are laid out;
+#: it also marks the array as napari-spoco's, so that a later run may replace it.
+PREDICTION_KEY = MARKER_KEY
+
+#: Name endings of the results ``predict`` writes (``NAME_instances.tif`` ...).
+OUTPUT_SUFFIXES = ("_instances.tif", "_instances.zarr", "_embeddings.zarr")
+
+logger = logging.getLogger(__name__)
 
 
-def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
+def expand_paths(paths: Sequence[str | os.PathLike], *, skip_outputs: bool = False) -> list[Path]:
     """Replace every folder in ``paths`` by the images in it, sorted by name.
 
-    A ``*.zarr`` folder is one image, not a folder of images.
+    A ``*.zarr`` folder is one image, not a folder of images. With
+    ``skip_outputs``, results of an earlier ``predict`` into the same folder
+    (names ending in :data:`OUTPUT_SUFFIXES`) are left out of folders, so a
+    rerun does not segment its own outputs; files named explicitly are kept.
 
     Raises
     ------
@@ -74,14 +84,26 @@ def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise FileNotFoundError(f"no such file or folder: {path}")
-        if path.is_dir() and not _is_zarr(path):
+        if path.is_dir() and not is_zarr_folder(path):
             images = sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
+            skipped = [p for p in images if skip_outputs and _is_output_name(p.name)]
+            if skipped:
+                logger.info(
+                    "%s: skipping %d earlier result(s): %s",
+                    path, len(skipped), ", ".join(p.name for p in skipped),
+                )  # fmt: skip
+                images = [p for p in images if p not in skipped]
             if not images:
-                raise ValueError(f"{path} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+                also = f"; skipped {len(skipped)} earlier result(s)" if skipped else ""
+                raise ValueError(f"{path} holds no image ({', '.join(IMAGE_SUFFIXES)}){also}")
             found.extend(images)
         else:
             found.append(path)
     return found
+
+
+def _is_output_name(name: str) -> bool:
+    return name.lower().endswith(OUTPUT_SUFFIXES)
 
 
 def image_name(path: str | os.PathLike) -> str:
@@ -127,7 +149,7 @@ class LazyImage:
 
     def _open(self) -> Any:
         if self._array is None:
-            if _is_zarr(self.path):
+            if is_zarr_folder(self.path):
                 import zarr
 
                 group_or_array = zarr.open(self.path, mode="r")
@@ -183,7 +205,7 @@ def open_image(path: str | os.PathLike) -> LazyImage:
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
     try:
-        if _is_zarr(path):
+        if is_zarr_folder(path):
             dataset, axes = _zarr_dataset(path)
             return LazyImage(path, dataset, axes)
         return LazyImage(path)
@@ -205,13 +227,6 @@ def read_image(path: str | os.PathLike) -> NDArray:
 def _reason(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) < 200 else text[:197] + "..."
-
-
-def _is_zarr(path: Path) -> bool:
-    return path.is_dir() and (
-        path.suffix.lower() == ".zarr"
-        or any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
-    )
 
 
 def _zarr_dataset(path: Path) -> tuple[str | None, str | None]:
@@ -247,27 +262,6 @@ def _open_tiff(path: Path) -> Any:
     import zarr
 
     return zarr.open(tifffile.imread(path, aszarr=True), mode="r")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
-
-    Works for files and folders (zarr). An existing ``path`` is replaced only
-    at the end; on any error (or Ctrl-C) the temporary output is removed and
-    ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    target = temporary / path.name
-    try:
-        yield target
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(target, path)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def write_tiff(path: str | os.PathLike, array: ArrayLike) -> Path:
@@ -315,6 +309,11 @@ def prediction_attributes(
         "delta_d": float(delta_d),
     }
     return {PREDICTION_KEY: layout}
+
+
+def instances_attributes() -> dict[str, Any]:
+    """Zarr attributes of saved instances: mark them as napari-spoco's (see ``MARKER_KEY``)."""
+    return {PREDICTION_KEY: {"content": "instances"}}
 
 
 def prediction_to_array(prediction: Prediction) -> NDArray[np.float32]:
@@ -385,7 +384,8 @@ def open_prediction(path: str | os.PathLike) -> Any:
         array = zarr.open_array(path, mode="r")
     except Exception as error:  # zarr raises library-specific types for non-arrays
         raise ValueError(f"{path} is not a zarr array: {_reason(error)}") from error
-    if PREDICTION_KEY not in array.attrs:
+    layout = array.attrs.get(PREDICTION_KEY)
+    if not isinstance(layout, dict) or layout.get("content", "prediction") != "prediction":
         raise ValueError(
             f"{path} is not a napari-spoco prediction (written by predict --embeddings)"
         )

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import torch
 from scipy import ndimage
 
-from .image import prepare_image, rescale_spatial
+from .image import check_image_size, prepare_image, rescale_spatial
 from .model import EmbeddingUNet
 
 __all__ = ["DEFAULT_TILE_SHAPE", "predict_embeddings", "predict_image"]
@@ -322,10 +322,18 @@ def predict_image(
     -------
     ndarray of float32, shape (D, *spatial)
         Embeddings at the image's own size.
+
+    Raises
+    ------
+    ValueError
+        If the image is too small for the network after resizing by
+        ``object_scale`` (:func:`~napari_spoco.core.image.check_image_size`),
+        as for training, or does not fit the model.
     """
     prepared = prepare_image(
         image, spatial_dims=model.config.spatial_dims, channel_axis=channel_axis
     )
+    check_image_size(prepared.shape[1:], object_scale)
     scaled = rescale_spatial(prepared, object_scale, order=1, channel_first=True)
     embeddings = predict_embeddings(model, scaled, **tiling)
     if embeddings.shape[1:] == prepared.shape[1:]:

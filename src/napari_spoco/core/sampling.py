@@ -71,6 +71,10 @@ class PatchSampler:
         Range of the random zoom factor (log-uniform).
     background_id : int, optional
         Label of background scribbles; those are not used as patch centres.
+    mirror_labels : bool
+        Where a patch reaches past the image, mirror the labels like the image
+        instead of marking them 0. Dense labels need this: there 0 means
+        background, which a mirrored object is not.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class PatchSampler:
         augment: bool = True,
         scale_range: tuple[float, float] = (0.8, 1.25),
         background_id: int | None = None,
+        mirror_labels: bool = False,
     ) -> None:
         if len(images) != len(labels) or not images:
             raise ValueError(
@@ -101,6 +106,7 @@ class PatchSampler:
         self.object_fraction = object_fraction
         self.augment = augment
         self.scale_range = scale_range
+        self.mirror_labels = mirror_labels
         self._rng = rng
         self._object_index = [
             (p, o) for p, pair in enumerate(self._pairs) for o in range(len(pair.boxes))
@@ -136,7 +142,7 @@ class PatchSampler:
                 int(rng.integers(0, size - n + 1)) if size >= n else -((n - size) // 2)
                 for size, n in zip(pair.labels.shape, crop_shape, strict=True)
             ]
-        image, labels = _padded_crop(pair, start, crop_shape)
+        image, labels = _padded_crop(pair, start, crop_shape, self.mirror_labels)
         image_t, labels_t = torch.from_numpy(image), torch.from_numpy(labels)
         if not self.augment:
             return image_t, labels_t
@@ -164,7 +170,9 @@ def _object_boxes(labels: NDArray, background_id: int | None) -> tuple[tuple[sli
     return tuple(box for box in ndimage.find_objects(compact) if box is not None)
 
 
-def _padded_crop(pair: _Pair, start: list[int], shape: tuple[int, ...]) -> tuple[NDArray, NDArray]:
+def _padded_crop(
+    pair: _Pair, start: list[int], shape: tuple[int, ...], mirror_labels: bool
+) -> tuple[NDArray, NDArray]:
     """Cut ``shape`` at ``start``; outside the image, mirror the image and mark labels 0."""
     inside = tuple(
         slice(max(0, s), min(size, s + n))
@@ -177,5 +185,5 @@ def _padded_crop(pair: _Pair, start: list[int], shape: tuple[int, ...]) -> tuple
     labels = pair.labels[inside]
     if any(before or after for before, after in padding):
         image = np.pad(image, [(0, 0), *padding], mode="symmetric")
-        labels = np.pad(labels, padding, mode="constant")
+        labels = np.pad(labels, padding, mode="symmetric" if mirror_labels else "constant")
     return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(labels)

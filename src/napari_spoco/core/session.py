@@ -8,18 +8,21 @@ A session is a folder::
     model.pt              the current model (napari-spoco model file), if any
 
 Images opened from a file are stored as a reference to that file, not copied.
-Saving writes a complete new folder next to the target and swaps it in, so an
-interrupted save (or a crash during an autosave) leaves the previous session
-intact.
+A session owns only the files its manifest lists: saving into a session folder
+replaces those, one file at a time and atomically, writes the manifest last
+and then removes the files the new manifest no longer lists; anything else in
+the folder (a raw image the session refers to, notes) is left alone. So an
+interrupted save (or a crash during an autosave) leaves a readable session
+whose files are each either old or new. A first save writes the whole folder
+under a temporary name and renames it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ import tifffile
 from numpy.typing import NDArray
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .outputs import atomic_output, remove_stale_temporaries
 
 __all__ = [
     "SESSION_FORMAT",
@@ -43,6 +47,8 @@ __all__ = [
 SESSION_FORMAT = "napari-spoco-session"
 SESSION_VERSION = 1
 _MANIFEST = "session.json"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,12 +90,13 @@ def save_session(
     *,
     checkpoint: Checkpoint | None = None,
 ) -> Path:
-    """Write a session folder atomically and return its path.
+    """Write a session folder and return its path.
 
     Parameters
     ----------
     folder : path
-        Target folder; replaced if it exists.
+        Target folder: new, empty, or a session, whose own files are replaced
+        (other files in it are kept).
     pairs : list of SessionPair
         The image/annotation pairs.
     images : dict of str to ndarray
@@ -102,7 +109,8 @@ def save_session(
     Raises
     ------
     ValueError
-        If a pair's annotation, or the data of an image without a source, is missing.
+        If a pair's annotation, or the data of an image without a source, is
+        missing, or ``folder`` holds files but is not a session.
     """
     folder = Path(folder)
     for pair in pairs:
@@ -110,39 +118,63 @@ def save_session(
             raise ValueError(f"no data for annotation {pair.annotation_name!r}")
         if pair.image_source is None and pair.image_name not in images:
             raise ValueError(f"image {pair.image_name!r} has neither a file nor data to save")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        _write_contents(staging, pairs, images, annotations, checkpoint, {})
-        _swap_in(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    _recover(folder)
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        folder.rmdir()  # an empty folder is written like a new one
+    if not os.path.lexists(folder):
+        with atomic_output(folder) as staging:
+            staging.mkdir()
+            _write_contents(staging, pairs, images, annotations, checkpoint, None)
+        return folder
+    previous = _read_manifest(folder)
+    remove_stale_temporaries(folder)  # staging folders of interrupted first saves
+    _write_contents(folder, pairs, images, annotations, checkpoint, previous)
     return folder
 
 
-def _write_tiff(directory: Path, name: str, data: NDArray, *, taken: set[str]) -> str:
-    """Write ``data`` under a file name derived from ``name`` (not in ``taken``), atomically."""
-    directory.mkdir(exist_ok=True)
-    stem, index = _file_stem(name), 1
-    relative = f"{directory.name}/{stem}.tif"
-    while relative in taken:  # two layer names that map to one file name
-        index += 1
-        relative = f"{directory.name}/{stem}-{index}.tif"
-    taken.add(relative)
-    _atomic_tiff(directory.parent / relative, data)
-    return relative
-
-
-def _atomic_tiff(path: Path, data: NDArray) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    """Read the manifest of an existing session folder; refuse folders that are not sessions."""
+    manifest_path = folder / _MANIFEST
+    if not manifest_path.is_file():
+        raise ValueError(f"{folder} exists and is not a napari-spoco session; choose another")
     try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{manifest_path} is damaged: {error}") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != SESSION_FORMAT:
+        raise ValueError(f"{folder} is not a napari-spoco session")
+    return manifest
+
+
+def _owned_files(manifest: dict[str, Any] | None) -> set[str]:
+    """Files (relative paths) a manifest lists: the only ones a save may replace or remove."""
+    if manifest is None:
+        return set()
+    files = {p[key] for p in manifest.get("pairs", []) for key in ("annotation_file", "image_file")
+             if p.get(key)}  # fmt: skip
+    return files | ({manifest["model"]} if manifest.get("model") else set())
+
+
+def _free_name(folder: Path, relative: str, taken: set[str], owned: set[str]) -> str:
+    """``relative``, or ``stem-2.ext``, ``stem-3.ext``... : the first name not in use.
+
+    A name is in use if another file of this save took it, or a file the
+    session does not own already has it.
+    """
+    stem, dot, suffix = relative.rpartition(".")
+    candidate, index = relative, 1
+    while candidate in taken or (os.path.lexists(folder / candidate) and candidate not in owned):
+        index += 1
+        candidate = f"{stem}-{index}{dot}{suffix}"
+    taken.add(candidate)
+    return candidate
+
+
+def _write_tiff(folder: Path, relative: str, data: NDArray) -> str:
+    """Write ``data`` to ``folder / relative`` atomically; return ``relative``."""
+    with atomic_output(folder / relative) as temporary:
         tifffile.imwrite(temporary, np.asarray(data), compression="zlib")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    return relative
 
 
 def update_session(
@@ -159,14 +191,8 @@ def update_session(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    known: dict[str, str] = {}
-    manifest_path = folder / _MANIFEST
-    model = None
-    if manifest_path.is_file():
-        previous = json.loads(manifest_path.read_text())
-        known = {p["image_name"]: p["image_file"] for p in previous["pairs"] if "image_file" in p}
-        model = previous.get("model")
-    _write_contents(folder, pairs, images, annotations, None, known, model=model)
+    previous = _read_manifest(folder) if (folder / _MANIFEST).is_file() else None
+    _write_contents(folder, pairs, images, annotations, None, previous, keep=True)
     return folder
 
 
@@ -176,51 +202,69 @@ def _write_contents(
     images: dict[str, NDArray],
     annotations: dict[str, NDArray],
     checkpoint: Checkpoint | None,
-    stored_images: dict[str, str],
+    previous: dict[str, Any] | None,
     *,
-    model: str | None = None,
+    keep: bool = False,
 ) -> None:
-    """Write annotation and image files, the model, and last the manifest that lists them."""
-    taken: set[str] = set(stored_images.values())
+    """Write annotation and image files, the model, the manifest; then drop unlisted own files.
+
+    With ``keep``, images already stored and the model of ``previous`` are
+    kept as they are (autosave).
+    """
+    owned = _owned_files(previous)
+    stored: dict[str, str] = {}
+    model = None
+    if keep and previous is not None:
+        stored = {p["image_name"]: p["image_file"] for p in previous["pairs"] if "image_file" in p}
+        model = previous.get("model")
+    taken = set(stored.values()) | ({model} if model else set())
     manifest_pairs = []
     for pair in pairs:
         entry = asdict(pair)
-        entry["annotation_file"] = _write_tiff(
-            folder / "annotations", pair.annotation_name, annotations[pair.annotation_name],
-            taken=taken,
-        )  # fmt: skip
+        relative = _free_name(folder, f"annotations/{_file_stem(pair.annotation_name)}.tif",
+                              taken, owned)  # fmt: skip
+        entry["annotation_file"] = _write_tiff(folder, relative, annotations[pair.annotation_name])
         if pair.image_source is None:
-            entry["image_file"] = stored_images.get(pair.image_name) or _write_tiff(
-                folder / "images", pair.image_name, images[pair.image_name], taken=taken
+            entry["image_file"] = stored.get(pair.image_name) or _write_tiff(
+                folder,
+                _free_name(folder, f"images/{_file_stem(pair.image_name)}.tif", taken, owned),
+                images[pair.image_name],
             )
         manifest_pairs.append(entry)
     if checkpoint is not None:
-        save_checkpoint(folder / "model.pt", checkpoint)
-        model = "model.pt"
+        model = _free_name(folder, "model.pt", taken, owned)
+        save_checkpoint(folder / model, checkpoint)
     manifest = {
         "format": SESSION_FORMAT,
         "version": SESSION_VERSION,
         "pairs": manifest_pairs,
         "model": model,
     }
-    handle, temporary = tempfile.mkstemp(prefix=".session.", suffix=".tmp", dir=folder)
-    with os.fdopen(handle, "w") as stream:
-        json.dump(manifest, stream, indent=1)
-    os.replace(temporary, folder / _MANIFEST)
+    with atomic_output(folder / _MANIFEST) as temporary:  # last: it commits the save
+        temporary.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    _remove_unlisted(folder, owned - _owned_files(manifest))
 
 
-def _swap_in(staging: Path, folder: Path) -> None:
-    """Replace ``folder`` by ``staging``; the old folder survives until the new one is in place."""
-    if not folder.exists():
-        os.replace(staging, folder)
-        return
-    if not (folder / _MANIFEST).is_file():
-        raise ValueError(f"{folder} exists and is not a napari-spoco session; choose another")
+def _remove_unlisted(folder: Path, relatives: set[str]) -> None:
+    """Remove files the session wrote earlier and no longer lists (only inside ``folder``)."""
+    root = folder.resolve()
+    for relative in relatives:
+        path = (folder / relative).resolve()
+        if path.parent == root or root in path.parents:
+            path.unlink(missing_ok=True)
+
+
+def _recover(folder: Path) -> None:
+    """Put back a session that an interrupted swap left only as ``.NAME.old``.
+
+    Older versions saved by renaming the session to ``.NAME.old`` and the new
+    one into place; a crash between the two renames left no session at all.
+    """
     retired = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(retired, ignore_errors=True)
-    os.replace(folder, retired)
-    os.replace(staging, folder)
-    shutil.rmtree(retired, ignore_errors=True)
+    if os.path.lexists(folder) or not (retired / _MANIFEST).is_file():
+        return
+    os.replace(retired, folder)
+    logger.warning("recovered the session %s from %s (a save was interrupted)", folder, retired)
 
 
 def load_session(folder: str | os.PathLike) -> Session:
@@ -237,15 +281,10 @@ def load_session(folder: str | os.PathLike) -> Session:
         If the folder is not a napari-spoco session or is damaged.
     """
     folder = Path(folder)
-    manifest_path = folder / _MANIFEST
-    if not manifest_path.is_file():
+    _recover(folder)
+    if not (folder / _MANIFEST).is_file():
         raise FileNotFoundError(f"{folder} is not a napari-spoco session (no {_MANIFEST})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{manifest_path} is damaged: {error}") from error
-    if manifest.get("format") != SESSION_FORMAT:
-        raise ValueError(f"{folder} is not a napari-spoco session")
+    manifest = _read_manifest(folder)
     if manifest.get("version", 0) > SESSION_VERSION:
         raise ValueError(f"{folder} was written by a newer napari-spoco; please upgrade")
     pairs, images, annotations = [], {}, {}

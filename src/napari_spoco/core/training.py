@@ -28,12 +28,19 @@ from .config import LossConfig, TrainConfig
 from .device import resolve_device
 from .extensions import EXTENSION_TERMS, extension_losses
 from .heads import HEAD_TERMS, head_losses
-from .image import prepare_image, rescale_spatial
+from .image import check_image_size, check_image_values, prepare_image, rescale_spatial
 from .losses import LOSS_TERMS, spoco_loss
 from .model import EmbeddingUNet, build_model, split_output
 from .sampling import PatchSampler
 
-__all__ = ["TrainRecord", "TrainResult", "Trainer", "is_consistency_only", "pretraining_loss"]
+__all__ = [
+    "TrainRecord",
+    "TrainResult",
+    "Trainer",
+    "is_consistency_only",
+    "pretraining_loss",
+    "training_warnings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +91,11 @@ class Trainer:
     checkpoint : Checkpoint, optional
         Start from a saved model (fine-tuning or resuming): its architecture,
         weights, teacher, optimiser state and history are taken over.
+    resume : bool
+        Continue the run ``checkpoint`` was saved from (a periodic checkpoint of
+        an interrupted run): the learning-rate schedule goes on where it was
+        instead of starting again, and the run ends after ``config.iterations``
+        steps in all.
     """
 
     def __init__(
@@ -92,9 +104,16 @@ class Trainer:
         *,
         device: str | torch.device | None = None,
         checkpoint: Checkpoint | None = None,
+        resume: bool = False,
     ) -> None:
+        if resume and checkpoint is None:
+            raise ValueError("resume needs the checkpoint of the run to continue")
         if checkpoint is not None:
             config = replace(config, model=checkpoint.config.model)
+        if resume:  # the run's own peak learning rate, not the fine-tuning default
+            config = replace(
+                config, learning_rate=config.learning_rate or checkpoint.config.learning_rate
+            )
         _check_architecture(config)
         torch.manual_seed(config.seed)
         self.config = config
@@ -113,6 +132,9 @@ class Trainer:
         if checkpoint is not None and checkpoint.optimizer_state is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
         self.step = checkpoint.step if checkpoint is not None else 0
+        #: Step at which the current run (one learning-rate schedule) began.
+        self.run_start_step = checkpoint.run_start_step if resume else self.step
+        self._resuming = resume
         self.history: list[dict] = list(checkpoint.history) if checkpoint else []
         self._use_amp = self.device.type == "cuda"
         self._scaler = torch.amp.GradScaler("cuda", enabled=self._use_amp)
@@ -127,22 +149,34 @@ class Trainer:
         annotations: Sequence[ArrayLike],
         *,
         channel_axis: int | None = None,
+        scales: Sequence[float] | None = None,
     ) -> None:
-        """Use these (image, sparse annotation) pairs from the next step on.
+        """Use these (image, annotation) pairs from the next step on.
 
         Images are normalised and rescaled by ``config.object_scale`` here, so
-        the caller passes raw arrays. Annotation 0 means "not annotated".
+        the caller passes raw arrays. Annotation 0 means "not annotated" (or
+        background, when ``config.loss.sparse`` is False). ``scales`` gives
+        each image its own resize factor instead, e.g. from its objects' sizes
+        when images of many magnifications are trained together.
 
         Raises
         ------
         ValueError
-            If shapes or channel counts do not match, or nothing is annotated.
+            If shapes or channel counts do not match, an image holds NaN or
+            infinite values or is too small, or nothing is annotated.
         """
         spatial_dims = self.config.model.spatial_dims
-        scale = self.config.object_scale
+        if scales is None:
+            scales = [self.config.object_scale] * len(images)
+        if len(scales) != len(images):
+            raise ValueError(f"{len(images)} images but {len(scales)} scales")
         prepared, labels = [], []
-        for image, annotation in zip(images, annotations, strict=True):
+        for index, (image, annotation, scale) in enumerate(
+            zip(images, annotations, scales, strict=True)
+        ):
+            check_image_values(image, name=f"image {index + 1}")
             image = prepare_image(image, spatial_dims=spatial_dims, channel_axis=channel_axis)
+            check_image_size(image.shape[1:], scale)
             if image.shape[0] != self.config.model.in_channels:
                 raise ValueError(
                     f"the model reads {self.config.model.in_channels} channel(s), "
@@ -165,6 +199,7 @@ class Trainer:
             rng=self._rng,
             object_fraction=self.config.object_fraction,
             background_id=self.config.loss.background_id,
+            mirror_labels=not self.config.loss.sparse,
         )
 
     def reconfigure(self, config: TrainConfig) -> None:
@@ -194,25 +229,42 @@ class Trainer:
         self._stop.set()
 
     def steps(
-        self, iterations: int | None = None, *, checkpoint_path: str | Path | None = None
+        self,
+        iterations: int | None = None,
+        *,
+        checkpoint_path: str | Path | None = None,
+        checkpoint_every: int | None = None,
     ) -> Generator[TrainRecord, object, TrainResult]:
-        """Train for ``iterations`` steps (default ``config.iterations``), yielding records.
+        """Train a run of ``iterations`` steps (default ``config.iterations``), yielding records.
 
-        A value sent into the generator must be ``(images, annotations)`` and
-        replaces the training data. When ``checkpoint_path`` is given, the
-        model is saved there when the run ends (also after a stop request).
+        Each call is a new run with its own learning-rate schedule, except the
+        first call of a resuming trainer, which does only the steps its run
+        still lacks. A value sent into the generator must be ``(images,
+        annotations)`` and replaces the training data. When ``checkpoint_path``
+        is given, the model is saved there every ``checkpoint_every`` steps and
+        when the run ends (also after a stop request).
         """
         if self._sampler is None:
             raise RuntimeError("call set_data() before training")
-        total = self.config.iterations if iterations is None else iterations
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        run_total = self.config.iterations if iterations is None else iterations
+        if self._resuming:
+            self._resuming = False
+        else:
+            self.run_start_step = self.step
+        offset = self.step - self.run_start_step
+        total = max(0, run_total - offset)
         self._stop.clear()
         done, window_losses, window_start = 0, [], time.perf_counter()
         for done in range(1, total + 1):
             if self._stop.is_set():
                 done -= 1
                 break
-            lr = self._schedule(done - 1, total)
+            lr = self._schedule(offset + done - 1, run_total)
             window_losses.append(self._train_step(lr))
+            if checkpoint_path and checkpoint_every and done % checkpoint_every == 0:
+                save_checkpoint(checkpoint_path, self.checkpoint())
             if done % self.config.report_every == 0 or done == total:
                 elapsed = time.perf_counter() - window_start
                 record = TrainRecord(
@@ -238,9 +290,12 @@ class Trainer:
         *,
         callback: Callable[[TrainRecord], None] | None = None,
         checkpoint_path: str | Path | None = None,
+        checkpoint_every: int | None = None,
     ) -> TrainResult:
         """Drive :meth:`steps` to the end, calling ``callback`` with each record."""
-        generator = self.steps(iterations, checkpoint_path=checkpoint_path)
+        generator = self.steps(
+            iterations, checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every
+        )
         while True:
             try:
                 record = next(generator)
@@ -260,6 +315,7 @@ class Trainer:
             optimizer_state=_to_cpu(self.optimizer.state_dict()),
             step=self.step,
             history=list(self.history),
+            run_start_step=self.run_start_step,
         )
 
     def _schedule(self, index: int, total: int) -> float:
@@ -274,6 +330,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         images, labels = self._sampler.sample(self.config.batch_size)
+        if self.config.invert_probability > 0:
+            flip = torch.rand(len(images), generator=self._generator)
+            flip = (flip < self.config.invert_probability).view(-1, *[1] * (images.ndim - 1))
+            images = torch.where(flip, 1 - images, images)
         student_view = photometric_augment(images, self._generator).to(self.device)
         teacher_view = photometric_augment(images, self._generator).to(self.device)
         labels = labels.to(self.device)
@@ -304,6 +364,11 @@ class Trainer:
         for name, value in (*head_losses(heads, labels, loss_config).items(), *extras.items()):
             losses[name] = value
             losses["total"] = losses["total"] + getattr(loss_config, f"{name}_weight") * value
+        if not torch.isfinite(losses["total"]):
+            raise ValueError(
+                f"training diverged at step {self.step + 1}: the loss is "
+                f"{float(losses['total'])}; try a lower learning rate (the model was not updated)"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self._scaler.scale(losses["total"]).backward()
         self._scaler.step(self.optimizer)
@@ -365,3 +430,48 @@ def is_consistency_only(loss: LossConfig) -> bool:
     """Whether only the consistency term is on: then training needs no annotation."""
     names = [n for n in (*LOSS_TERMS, *HEAD_TERMS, *EXTENSION_TERMS) if n != "consistency"]
     return loss.consistency_weight > 0 and not any(getattr(loss, f"{n}_weight") for n in names)
+
+
+def training_warnings(
+    config: TrainConfig,
+    annotations: Sequence[ArrayLike],
+    scales: Sequence[float] | None = None,
+) -> list[str]:
+    """Name the settings that will train poorly on these annotations, one sentence each.
+
+    The panel shows them as notifications and the command line logs them; none
+    stops training, because each can be what the user meant.
+    """
+    from .annotation import object_ids
+
+    warnings = []
+    loss = config.loss
+    if loss.sparse and not is_consistency_only(loss):
+        count = sum(len(object_ids(a, background_id=loss.background_id)) for a in annotations)
+        if count == 1:
+            warnings.append(
+                "Only one object is annotated: the push term needs two, so this run learns "
+                "from pull, instance and unlabeled push only. Annotate a second object for a "
+                "better model."
+            )
+    if loss.background_id is not None and not any(
+        np.any(np.asarray(a) == loss.background_id) for a in annotations
+    ):
+        warnings.append(
+            f"The background label {loss.background_id} occurs in no annotation: no pixel is "
+            "known to be background."
+        )
+    scales = scales or [config.object_scale] * len(annotations)
+    patch = config.patch_shape[-2:]
+    sizes = [
+        tuple(round(n * scale) for n in np.shape(a)[-2:])
+        for a, scale in zip(annotations, scales, strict=True)
+    ]
+    if sizes and all(any(n < p for n, p in zip(size, patch, strict=True)) for size in sizes):
+        warnings.append(
+            f"The training patch ({' x '.join(map(str, config.patch_shape))}) is larger than "
+            f"every image after resizing (e.g. {' x '.join(map(str, sizes[0]))}): patches are "
+            "padded with mirrored copies, which costs time and teaches nothing. Use a smaller "
+            "patch."
+        )
+    return warnings

@@ -7,21 +7,30 @@ from pathlib import Path
 import numpy as np
 
 from ..core.image import check_image_values
-from ..core.inference import Prediction, predict, segment_prediction
+from ..core.inference import Prediction, predict, prediction_scale, segment_prediction
 from ..core.visualize import embeddings_to_rgb
 from ._state import CachedPrediction
 
 __all__ = ["blockwise_job", "cluster_job", "predict_job"]
 
 
-def predict_job(model, teacher, config, frames, channel_axis, device, report) -> list:  # noqa: ANN001
-    """Worker body: embed every frame (tiled), with the teacher too when it is needed."""
+def predict_job(model, teacher, config, frames, channel_axis, device, report, painted=None):  # noqa: ANN001
+    """Worker body: embed every frame (tiled), with the teacher too when it is needed.
+
+    ``painted`` is ``(annotations, background_id)``: the objects painted on the
+    image, whose size sets the scale for a model without one of its own.
+    """
+    annotations, background_id = painted or ((), None)
     results = []
     for done, (t, image) in enumerate(frames):
         check_image_values(image)
+        scale = prediction_scale(
+            model, config, image, annotations=annotations, background_id=background_id,
+            channel_axis=channel_axis, device=device,
+        )  # fmt: skip
         options = {
             "loss": config.loss,
-            "object_scale": config.object_scale,
+            "object_scale": scale,
             "channel_axis": channel_axis,
             "device": device,
         }

@@ -94,6 +94,7 @@ class SpocoState:
         self.trainer: Trainer | None = None
         self.loaded_checkpoint: Checkpoint | None = None
         self.loaded_path: Path | None = None
+        self.loaded_builtin: str | None = None  # name of a built-in model, when one is loaded
         self.training = False
         self.busy = False  # a prediction or clustering job is running
         self.device = "auto"  # device for a loaded model (the trainer keeps its own)
@@ -123,6 +124,15 @@ class SpocoState:
         from ..core.device import resolve_device
 
         return model.eval(), teacher, checkpoint.config, resolve_device(self.device)
+
+    def load(self, checkpoint: Checkpoint | None, *, path: Path | None = None,
+             builtin: str | None = None) -> None:  # fmt: skip
+        """Make ``checkpoint`` (from a file or a built-in model) the model; None: no model."""
+        self.trainer = None
+        self.loaded_checkpoint = checkpoint
+        self.loaded_path = path
+        self.loaded_builtin = builtin
+        self.model_changed.emit()
 
     def model_step(self) -> int:
         """Training steps behind the current model (0 without one)."""

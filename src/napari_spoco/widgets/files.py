@@ -12,7 +12,8 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 from superqt.utils import qdebounced
 
-from ..core.checkpoint import load_checkpoint, save_checkpoint
+from ..core.checkpoint import save_checkpoint
+from ..core.pretrained import load_model_source
 from ..core.session import SessionPair, load_session, save_session, update_session
 from ._run import start_worker
 from ._state import SpocoState, link_annotation
@@ -94,18 +95,20 @@ class FilesSection(QWidget):
         if self.state.training:
             show_info("Stop the training before loading another model.")
             return False
-        path = path or QFileDialog.getOpenFileName(self, "Load model", "", "Model (*.pt)")[0]
+        path = (
+            path
+            or QFileDialog.getOpenFileName(
+                self, "Load model", "", "Model (*.pt);;bioimage.io package (*.zip *.yaml)"
+            )[0]
+        )
         if not path:
             return False
         try:
-            checkpoint = load_checkpoint(path)
+            checkpoint = load_model_source(path)
         except (ValueError, FileNotFoundError) as error:
             show_warning(f"Could not load the model: {error}")
             return False
-        self.state.trainer = None
-        self.state.loaded_checkpoint = checkpoint
-        self.state.loaded_path = Path(path)
-        self.state.model_changed.emit()
+        self.state.load(checkpoint, path=Path(path))
         model = checkpoint.config.model
         self.status.setText(
             f"Loaded {Path(path).name}: {model.in_channels}-channel {model.spatial_dims}D model, "
@@ -196,11 +199,10 @@ class FilesSection(QWidget):
                 )  # fmt: skip
             image = self.viewer.layers[pair.image_name]
             link_annotation(layer, image, pair.axes, background_id=pair.background_id)
-        self.state.trainer = None
-        self.state.loaded_checkpoint = session.checkpoint
-        self.state.loaded_path = Path(folder) / "model.pt" if session.checkpoint else None
         self.state.pairs_changed.emit()
-        self.state.model_changed.emit()
+        self.state.load(
+            session.checkpoint, path=Path(folder) / "model.pt" if session.checkpoint else None
+        )
         self.status.setText(f"Opened session {folder} ({len(session.pairs)} annotation layer(s)).")
         return True
 

@@ -104,4 +104,5 @@ def _release(state: SpocoState) -> None:
         worker.quit()
     state.trainer = None
     state.loaded_checkpoint = None
+    state.loaded_builtin = None
     state.predictions.clear()

@@ -93,6 +93,12 @@ class SegmentSection(QWidget):
             return linked[0].axes
         return Axes(guess_axes(tuple(layer.data.shape), rgb=layer.rgb))
 
+    def _painted(self, layer: Image) -> tuple[list[np.ndarray], int | None]:
+        """Copy the annotations painted on ``layer``; return them with their background id."""
+        linked = [p for p in self.state.pairs() if p.image == layer]
+        annotations = [np.array(p.annotation.data) for p in linked]
+        return annotations, linked[0].background_id if linked else None
+
     def _update_controls(self, *_: Any) -> None:
         layer = self.image_box.layer()
         has_time = layer is not None and self._axes_of(layer).has_time
@@ -142,7 +148,7 @@ class SegmentSection(QWidget):
         self.status.setText(f"Predicting {layer.name}…")
         worker = start_worker(
             self, predict_job, model, use_teacher, config, frames, axes.channel_axis, device,
-            self._report,
+            self._report, self._painted(layer),
             on_return=lambda results: self._predicted(layer, axes, results),
             on_error=lambda _: self._failed(),
         )  # fmt: skip

@@ -15,7 +15,8 @@ from superqt.utils import qdebounced
 from ..core.config import ModelConfig
 from ..core.image import check_image_size
 from ..core.interactive import Inbox, PreviewRequest, TrainUpdate, train_with_previews
-from ..core.training import Trainer, TrainResult
+from ..core.pretrained import BUILTIN_MODELS, load_model_source
+from ..core.training import Trainer, TrainResult, training_warnings
 from ._layers import show_layer
 from ._pacer import Pacer
 from ._run import start_worker
@@ -102,6 +103,7 @@ class TrainSection(QWidget):
         self.settings.device_box.currentTextChanged.connect(self._device_changed)
         self.settings.size_box.currentTextChanged.connect(self._network_chosen)
         self._device_changed(self.settings.device_box.currentText())
+        self._network_chosen(self.settings.size_box.currentText())
         self._update_buttons()
         start_worker(self, _warm_up_optimizer)
 
@@ -123,11 +125,8 @@ class TrainSection(QWidget):
         except (ValueError, TypeError) as error:
             show_warning(str(error))
             return
-        if data.n_objects == 1:
-            show_warning(
-                "Only one object is annotated: the push term needs two, so this run learns from "
-                "pull, instance and unlabeled push only. Paint a second object for a better model."
-            )
+        for warning in training_warnings(trainer.config, data.annotations):
+            show_warning(warning)
         self.state.trainer = trainer
         self._inbox = Inbox()
         self._post_preview()
@@ -165,7 +164,20 @@ class TrainSection(QWidget):
             trainer.reconfigure(replace(config, model=trainer.config.model))
             return trainer
         checkpoint = self.state.loaded_checkpoint
-        if checkpoint is not None:
+        builtin = self.state.loaded_builtin
+        if (
+            checkpoint is not None
+            and builtin is not None
+            and not _fits(checkpoint.config.model, data)
+        ):
+            # The default choice meets images it cannot read: a new network, as a user expects.
+            show_info(
+                f"The {BUILTIN_MODELS[builtin].label} reads 2D single-channel images; "
+                f"training a new medium network for these {data.channels}-channel "
+                f"{data.axes.spatial_dims}D images."
+            )
+            checkpoint = None
+        elif checkpoint is not None:
             _check_model_fits(checkpoint.config.model, data, "loaded model", "choose a new network")
         device = self.settings.device_box.currentText()
         return Trainer(config, device=device, checkpoint=checkpoint)
@@ -175,13 +187,19 @@ class TrainSection(QWidget):
         return getattr(self.viewer, "scene", self.viewer).camera
 
     def _network_chosen(self, text: str) -> None:
+        builtin = self.settings.builtin_choice()
         if text == FROM_FILE:
             self.model_file_requested.emit()
             self._show_model()  # back to the loaded file, or a new network if none was chosen
+        elif builtin is not None and self.state.loaded_builtin != builtin:
+            try:
+                checkpoint = load_model_source(builtin)
+            except (ValueError, FileNotFoundError) as error:
+                show_warning(f"Could not load the {text}: {error}")
+                return
+            self.state.load(checkpoint, builtin=builtin)
         elif text.startswith("new ") and self.state.loaded_checkpoint is not None:
-            self.state.loaded_checkpoint = None  # a new network replaces the loaded file
-            self.state.loaded_path = None
-            self.state.model_changed.emit()
+            self.state.load(None)  # a new network replaces the loaded model
 
     def _device_changed(self, name: str) -> None:
         self.state.device = name
@@ -197,11 +215,9 @@ class TrainSection(QWidget):
         if self.state.training:
             show_info("Stop the training first.")
             return
-        self.state.trainer = None
-        self.state.loaded_checkpoint = None
-        self.state.loaded_path = None
         self.plot.set_history([])
-        self.state.model_changed.emit()
+        self.state.load(None)
+        self._network_chosen(self.settings.size_box.currentText())  # back to the chosen start
 
     # ------------------------------------------------------------------ worker slots
     def _on_update(self, update: TrainUpdate) -> None:
@@ -311,12 +327,22 @@ class TrainSection(QWidget):
 
     # ------------------------------------------------------------------ display
     def _show_model(self) -> None:
-        path = self.state.loaded_path
-        shown = f"model file: {path.name}" if path else None
-        self.settings.show_model_file(shown)
+        path, builtin = self.state.loaded_path, self.state.loaded_builtin
+        if path:
+            self.settings.show_model(f"model file: {path.name}")
+        elif builtin:
+            self.settings.show_model(BUILTIN_MODELS[builtin].label)
+        elif self.state.trainer is None:
+            self.settings.show_model(None)
         trainer = self.state.trainer
         if trainer is None and self.state.loaded_checkpoint is None:
             self.status.setText("No model yet: the next training starts a new network.")
+        elif trainer is None and builtin is not None:
+            self.plot.set_history([])
+            self.status.setText(
+                f"{BUILTIN_MODELS[builtin].label}: Segment works before you paint; paint a few "
+                "objects and press Train to fine-tune it on your images."
+            )
         elif trainer is None:
             history = self.state.loaded_checkpoint.history
             self.plot.set_history(history)
@@ -333,9 +359,13 @@ class TrainSection(QWidget):
         self.settings.device_box.setEnabled(self.state.trainer is None)
 
 
+def _fits(model: ModelConfig, data: TrainingData) -> bool:
+    return (model.spatial_dims, model.in_channels) == (data.axes.spatial_dims, data.channels)
+
+
 def _check_model_fits(model: ModelConfig, data: TrainingData, which: str, remedy: str) -> None:
     """Refuse images whose dimensionality or channel count the model cannot read."""
-    if (model.spatial_dims, model.in_channels) != (data.axes.spatial_dims, data.channels):
+    if not _fits(model, data):
         raise ValueError(
             f"The {which} reads {model.in_channels}-channel {model.spatial_dims}D images, "
             f"these are {data.channels}-channel {data.axes.spatial_dims}D: {remedy}."

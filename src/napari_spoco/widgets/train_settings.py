@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -16,16 +15,16 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ..core.annotation import median_object_diameter
+from ..core.annotation import object_scale_from_annotations
 from ..core.config import (
     DEFAULT_PATCH_SHAPE,
     MODEL_PRESETS,
     LossConfig,
     TrainConfig,
     model_config_for,
-    object_scale_for_diameter,
 )
 from ..core.device import available_devices
+from ..core.pretrained import BUILTIN_MODELS
 from ._state import TrainingData
 from ._tooltips import TOOLTIPS
 
@@ -73,9 +72,10 @@ class TrainSettings(QWidget):
         defaults = LossConfig()
         self.controls: dict[str, QWidget] = {}
         self.size_box = QComboBox()
+        self.size_box.addItems([model.label for model in BUILTIN_MODELS.values()])
         self.size_box.addItems([f"new {size} network" for size in MODEL_PRESETS])
         self.size_box.addItem(FROM_FILE)
-        self.size_box.setCurrentText("new medium network")
+        self.size_box.setCurrentIndex(0)
         self.device_box = QComboBox()
         self.device_box.addItems(available_devices())
         self.iterations = _spin(500, 1, 1_000_000, step=100)
@@ -193,27 +193,33 @@ class TrainSettings(QWidget):
         text = self.size_box.currentText()
         return next((size for size in MODEL_PRESETS if text == f"new {size} network"), "medium")
 
-    def show_model_file(self, name: str | None) -> None:
-        """List a loaded model file as the network choice (None: back to a new network)."""
-        index = self.size_box.findText(name) if name else -1
+    def builtin_choice(self) -> str | None:
+        """Name of the built-in model chosen as the network, or None."""
+        text = self.size_box.currentText()
+        return next((m.name for m in BUILTIN_MODELS.values() if m.label == text), None)
+
+    def show_model(self, shown: str | None) -> None:
+        """Show what the next training starts from: a model file or built-in model's entry.
+
+        ``None`` means a new network: the chosen size stays, or medium after a model.
+        """
+        index = self.size_box.findText(shown) if shown else -1
         for i in reversed(range(self.size_box.count())):
             if self.size_box.itemText(i).startswith("model file: ") and i != index:
                 self.size_box.removeItem(i)
-        if name and index < 0:
-            self.size_box.addItem(name)
+        if shown and index < 0:
+            self.size_box.addItem(shown)
+        current = self.size_box.currentText()
+        new_network = current if current.startswith("new ") else "new medium network"
         self.size_box.blockSignals(True)
-        self.size_box.setCurrentText(name or "new medium network")
+        self.size_box.setCurrentText(shown or new_network)
         self.size_box.blockSignals(False)
 
     def object_scale(self, data: TrainingData) -> float:
         """Resize factor from the diameter setting, or from the annotated objects when auto."""
-        diameter = self.object_diameter.value() or None
-        if diameter is None:
-            diameters = [
-                median_object_diameter(a, background_id=data.background_id)
-                for a in data.annotations
-            ]
-            measured = [d for d in diameters if d is not None]
-            diameter = float(np.median(measured)) if measured else None
-        # Only the diameter of real objects counts; a stray pixel would blow the image up.
-        return float(np.clip(object_scale_for_diameter(diameter), 0.05, 4.0))
+        scale = object_scale_from_annotations(
+            data.annotations,
+            diameter=self.object_diameter.value() or None,
+            background_id=data.background_id,
+        )
+        return 1.0 if scale is None else scale

@@ -1,0 +1,167 @@
+"""Train-data lists for a generalist, and the step that turns a run into the shipped model.
+
+The generalist itself is trained with the product's CLI (``napari-spoco train
+--dense``, see ``src/napari_spoco/models/nuclei.md``). This script does the two
+things around it that need the dataset's ``index.json``:
+
+``lists DSB OUT``
+    writes ``train_images.txt`` / ``train_labels.txt`` (split ``train`` only),
+    ``val_*.txt`` (all of ``val``) and ``val20_*.txt`` (a fixed 20-image subset
+    of ``val`` with every kind, scored during training) for ``@FILE`` arguments.
+    Images with ``split: excluded`` are in no list.
+``package RUN DSB --out MODEL``
+    scores a trained model on every ``val`` image, per kind, twice: at each
+    image's true object size (the network alone) and at the size the model
+    measures itself (zero-shot, as a user without a size hint gets it); writes
+    the model without optimiser state or history, marked as having no scale of
+    its own, and the scores with the run's validation curve as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import machine  # noqa: E402
+
+KINDS = ("fluorescence", "brightfield", "colour")
+
+
+def _index(folder: Path) -> list[dict]:
+    return json.loads((folder / "index.json").read_text())
+
+
+def write_lists(folder: Path, out: Path, subset: int = 20) -> None:
+    """Write the ``@FILE`` lists of the train and val splits (never ``excluded``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    index = _index(folder)
+    val = [e for e in index if e["split"] == "val"]
+    # Every kind in the subset, the rare ones first, in the index's fixed order.
+    share = {"brightfield": 1, "colour": 6}
+    picked = [e for kind, n in share.items() for e in [v for v in val if v["kind"] == kind][:n]]
+    picked += [e for e in val if e["kind"] == "fluorescence"][: subset - len(picked)]
+    splits = {
+        "train": [e for e in index if e["split"] == "train"],
+        "val": val,
+        f"val{subset}": picked,
+    }
+    for name, entries in splits.items():
+        for what in ("images", "labels"):
+            lines = "".join(f"{folder.resolve() / what / (e['id'] + '.tif')}\n" for e in entries)
+            (out / f"{name}_{what}.txt").write_text(lines)
+        print(f"{name}: {len(entries)} images")
+
+
+def package(run: Path, folder: Path, out: Path, results: Path) -> None:
+    """Score ``run`` on the whole ``val`` split per kind, then write the shipped model."""
+    import tifffile
+
+    from napari_spoco.core.annotation import object_scale_from_annotations
+    from napari_spoco.core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from napari_spoco.core.image import looks_rgb, rgb_to_grey
+    from napari_spoco.core.inference import predict, prediction_scale, segment_prediction
+    from napari_spoco.core.metrics import average_precision
+    from napari_spoco.core.model import build_model
+
+    trained = load_checkpoint(run)
+    # Runs of dense training mark themselves from this version on; older ones did not.
+    config = replace(trained.config, scale_per_image=True)
+    network = build_model(config.model)
+    network.load_state_dict(trained.model_state)
+    network.eval()
+    rows = []
+    start = time.perf_counter()
+    for entry in [e for e in _index(folder) if e["split"] == "val"]:
+        image = tifffile.imread(folder / "images" / f"{entry['id']}.tif")
+        truth = tifffile.imread(folder / "labels" / f"{entry['id']}.tif")
+        image = rgb_to_grey(image) if looks_rgb(image.shape) else image
+        scores = {"id": entry["id"], "kind": entry["kind"]}
+        true_scale = object_scale_from_annotations([truth]) or 1.0
+        for arm, scale in (
+            ("true_size", true_scale),
+            ("zero_shot", prediction_scale(network, config, image)),
+        ):
+            prediction = predict(network, image, loss=config.loss, object_scale=scale)
+            scores[arm] = average_precision(truth, segment_prediction(prediction), threshold=0.5)
+            scores[f"{arm}_scale"] = scale
+        rows.append(scores)
+    summary = {
+        kind: {
+            "images": len(kind_rows),
+            **{
+                arm: float(np.mean([r[arm] for r in kind_rows]))
+                for arm in ("true_size", "zero_shot")
+            },
+        }
+        for kind in KINDS
+        if (kind_rows := [r for r in rows if r["kind"] == kind])
+    }
+    summary["all"] = {
+        "images": len(rows),
+        **{arm: float(np.mean([r[arm] for r in rows])) for arm in ("true_size", "zero_shot")},
+    }
+    curve_path = run.with_name(f"{run.stem.removesuffix('_best')}_validation.json")
+    curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
+    shipped = Checkpoint(
+        config=config,
+        model_state=trained.model_state,
+        teacher_state=trained.teacher_state,
+        step=trained.step,
+        normalization=trained.normalization,
+    )
+    save_checkpoint(out, shipped)
+    report = {
+        "model": str(out),
+        "from_run": str(run),
+        "step": trained.step,
+        "seconds_per_step": _median_speed(trained.history),
+        "val_ap50": summary,
+        "val_per_image": rows,
+        "val_curve_subset": [{"step": r["step"], "ap50": r["ap50"]} for r in curve],
+        "scoring_seconds": time.perf_counter() - start,
+        "machine": machine(),
+    }
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(report, indent=1) + "\n")
+    for kind, values in summary.items():
+        print(
+            f"{kind:13s} n={values['images']:3d}  AP@0.5 at true size {values['true_size']:.3f}"
+            f"  zero-shot {values['zero_shot']:.3f}"
+        )
+
+
+def _median_speed(history: list[dict]) -> float | None:
+    speeds = [h["seconds_per_step"] for h in history if "seconds_per_step" in h]
+    return float(np.median(speeds)) if speeds else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the subcommand and run it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    lists = commands.add_parser("lists", help="write the train / val lists of a DSB folder")
+    lists.add_argument("data", type=Path, help="the dsb2018 folder (with index.json)")
+    lists.add_argument("out", type=Path, help="folder for the lists")
+    shipped = commands.add_parser("package", help="score a run on val and write the model")
+    shipped.add_argument("run", type=Path, help="model file of the run (e.g. nuclei_best.pt)")
+    shipped.add_argument("data", type=Path, help="the dsb2018 folder (with index.json)")
+    shipped.add_argument("--out", type=Path, required=True, help="model file to ship")
+    shipped.add_argument(
+        "--results", type=Path, default=Path(__file__).parent / "results" / "generalist.json"
+    )
+    args = parser.parse_args(argv)
+    if args.command == "lists":
+        write_lists(args.data, args.out)
+    else:
+        package(args.run, args.data, args.out, args.results)
+
+
+if __name__ == "__main__":
+    main()
