@@ -76,7 +76,8 @@ def test_stop_takes_effect_within_a_step_and_train_continues(panel, paint, qtbot
     panel.train.settings.preview_every.setValue(0)
     with qtbot.waitSignal(panel.train.finished, timeout=120_000) as finished:
         panel.train.train_button.click()
-        qtbot.waitUntil(lambda: panel.state.trainer.step >= 2, timeout=60_000)
+        start = _generalist_step()
+        qtbot.waitUntil(lambda: panel.state.trainer.step >= start + 2, timeout=60_000)
         panel.train.stop_button.click()
         stopped_at = panel.state.trainer.step
     assert finished.args == [False]

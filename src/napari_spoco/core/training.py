@@ -255,7 +255,6 @@ class Trainer:
             self.run_start_step = self.step
         offset = self.step - self.run_start_step
         total = max(0, run_total - offset)
-        self._stop.clear()
         done, window_losses, window_start = 0, [], time.perf_counter()
         for done in range(1, total + 1):
             if self._stop.is_set():
@@ -281,6 +280,7 @@ class Trainer:
                 if new_data is not None:
                     self.set_data(*new_data)
         stopped = done < total
+        self._stop.clear()  # here, not at the start: a Stop pressed before the first step counts
         path = save_checkpoint(checkpoint_path, self.checkpoint()) if checkpoint_path else None
         return TrainResult(step=self.step, steps_done=done, stopped=stopped, checkpoint_path=path)
 
