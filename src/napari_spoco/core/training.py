@@ -367,7 +367,8 @@ class Trainer:
         if not torch.isfinite(losses["total"]):
             raise ValueError(
                 f"training diverged at step {self.step + 1}: the loss is "
-                f"{float(losses['total'].detach())}; try a lower learning rate (the model was not updated)"
+                f"{float(losses['total'].detach())}; try a lower learning rate "
+                "(the model was not updated)"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self._scaler.scale(losses["total"]).backward()
