@@ -182,10 +182,10 @@ class Annotation:
         return float(np.median(values))
 
     def scale(self) -> float:
-        """Resize factor the product derives from :meth:`diameter` (clipped as the panel does)."""
-        from napari_spoco.core.config import object_scale_for_diameter
+        """Resize factor the product derives from the painted objects (as panel and CLI do)."""
+        from napari_spoco.core.annotation import object_scale_from_annotations
 
-        return float(np.clip(object_scale_for_diameter(self.diameter()), 0.05, 4.0))
+        return object_scale_from_annotations(self.objects)
 
 
 def _scribbles(truth: list[np.ndarray], objects: list[np.ndarray], seed: int) -> list[np.ndarray]:

@@ -92,20 +92,15 @@ def package(run: Path, folder: Path, out: Path, results: Path) -> None:
             scores[arm] = average_precision(truth, segment_prediction(prediction), threshold=0.5)
             scores[f"{arm}_scale"] = scale
         rows.append(scores)
+    groups = {kind: [r for r in rows if r["kind"] == kind] for kind in KINDS}
+    groups["all"] = rows
     summary = {
-        kind: {
-            "images": len(kind_rows),
-            **{
-                arm: float(np.mean([r[arm] for r in kind_rows]))
-                for arm in ("true_size", "zero_shot")
-            },
+        name: {
+            "images": len(group),
+            **{arm: float(np.mean([r[arm] for r in group])) for arm in ("true_size", "zero_shot")},
         }
-        for kind in KINDS
-        if (kind_rows := [r for r in rows if r["kind"] == kind])
-    }
-    summary["all"] = {
-        "images": len(rows),
-        **{arm: float(np.mean([r[arm] for r in rows])) for arm in ("true_size", "zero_shot")},
+        for name, group in groups.items()
+        if group
     }
     curve_path = run.with_name(f"{run.stem.removesuffix('_best')}_validation.json")
     curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []

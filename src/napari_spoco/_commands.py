@@ -57,15 +57,14 @@ def _train(args: argparse.Namespace, *, pretraining: bool) -> None:
         label_paths, labels = _read_labels(args.labels, images, channel_axis)
     _check_output(out, [p for p, _ in images] + label_paths)
     resume = getattr(args, "resume", False)
-    start = None if resume else _start_model(args, dims, _channels(images, channel_axis))
+    channels = _channels(images, channel_axis)
+    start = None if resume else _start_model(args, dims, channels)
     if resume:
         checkpoint = load_checkpoint(out)
         config = _resumed_config(checkpoint, args)
     else:
         checkpoint = load_model_source(start) if start else None
-        config = _train_config(
-            args, dims, _channels(images, channel_axis), checkpoint, pretraining, labels
-        )
+        config = _train_config(args, dims, channels, checkpoint, pretraining, labels)
     scales = _dense_scales(labels) if dense else None
     validation = _validation_set(args, channel_axis) if getattr(args, "val_images", None) else None
     if config.iterations < 1:
@@ -195,14 +194,12 @@ def _train_config(args, dims, channels, checkpoint, pretraining, labels):
     if dense:
         # Each image gets its own scale; the model's scale 1 means "objects at the reference size".
         scale = 1.0
-    elif not pretraining:
+    else:  # pretraining labels are empty: only --object-size can set the scale
         background = getattr(args, "background_id", None)
         measured = object_scale_from_annotations(
             labels, diameter=args.object_size, background_id=background
         )
         scale = measured if measured is not None else scale
-    elif args.object_size is not None:
-        scale = object_scale_from_annotations([], diameter=args.object_size)
     if pretraining:
         loss = pretraining_loss(loss)
     else:
