@@ -33,6 +33,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 
 METHODS = ("mutex_watershed", "mutex_watershed+auto", "hdbscan", "mean_shift", "consistency")
 VOLUME = (64, 512, 512)
@@ -216,13 +217,29 @@ def _measure_backend(backend: str, strides: int, scene: str, queue, side: int = 
     )
 
 
-def _run(target, *args) -> dict:
-    """Run ``target(*args, queue)`` in a fresh (spawned) process and return what it puts."""
+def in_fresh_process(target, *args, timeout: float = 1800.0) -> dict:  # noqa: ANN001
+    """Run ``target(*args, queue)`` in a fresh (spawned) process and return what it puts.
+
+    A child that dies, or hangs past ``timeout`` seconds, raises instead of
+    blocking the benchmark forever.
+    """
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=target, args=(*args, queue))
     process.start()
-    result = queue.get()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Empty:
+            if not process.is_alive():
+                raise RuntimeError(
+                    f"{target.__name__} exited with code {process.exitcode} and no result"
+                ) from None
+            if time.monotonic() > deadline:
+                process.kill()
+                raise TimeoutError(f"{target.__name__} gave no result in {timeout:.0f} s") from None
     process.join()
     return result
 
@@ -239,7 +256,7 @@ def _compare_backends(scenes: list[str]) -> list[dict]:
         for strides in (1, 2, 4):
             for backend in ("bioimage-cpp", "mwatershed"):
                 try:
-                    results.append(_run(_measure_backend, backend, strides, scene))
+                    results.append(in_fresh_process(_measure_backend, backend, strides, scene))
                 except ImportError as error:  # optional wheel
                     print(f"skipping {backend}: {error}")
     rows = [
@@ -284,7 +301,7 @@ def main() -> None:
         cases += [(m, VOLUME, "nuclei") for m in args.methods if m.startswith("mutex")]
     results = []
     for case in cases:
-        results.append(_run(_measure_method, *case))
+        results.append(in_fresh_process(_measure_method, *case))
         print(f"{case[0]:22s} {case[2]:6s} {_shape(case[1]):12s} {results[-1]['seconds']:8.2f} s")
     rows = [
         [

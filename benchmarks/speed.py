@@ -49,8 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _data import print_table, write_json  # noqa: E402
-from clustering_speed import _reset_peak, _rss_mib  # noqa: E402
-from clustering_speed import _run as _in_child  # noqa: E402
+from clustering_speed import _reset_peak, _rss_mib, in_fresh_process  # noqa: E402
 
 PARTS = ("train", "predict", "cluster", "gui", "worker")
 RESULTS = Path(__file__).parent / "results"
@@ -200,11 +199,11 @@ def _predict_case(shape: tuple[int, ...], threads: int, queue) -> None:  # noqa:
 
 
 def _with_env(env: dict[str, str], target, *args) -> dict:  # noqa: ANN001
-    """:func:`_in_child` with ``env`` set for the child (OpenMP reads it at start-up)."""
+    """:func:`in_fresh_process` with ``env`` set for the child (OpenMP reads it at start-up)."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        return _in_child(target, *args)
+        return in_fresh_process(target, *args)
     finally:
         for key, value in saved.items():
             if value is None:
@@ -229,7 +228,9 @@ def measure_train(args: argparse.Namespace) -> list[dict]:
 
 def measure_predict(args: argparse.Namespace) -> list[dict]:
     """Prediction throughput in 2D and 3D."""
-    return [_in_child(_predict_case, tuple(shape), args.threads) for shape in args.predict_shapes]
+    return [
+        in_fresh_process(_predict_case, tuple(shape), args.threads) for shape in args.predict_shapes
+    ]
 
 
 def measure_cluster(args: argparse.Namespace) -> list[dict]:
@@ -361,7 +362,7 @@ def _worker_case(steps: int, threads: int, queue) -> None:  # noqa: ANN001
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     import torch
     from napari.qt.threading import create_worker
-    from qtpy.QtCore import QEventLoop
+    from qtpy.QtCore import QEventLoop, QThreadPool
     from qtpy.QtWidgets import QApplication
 
     from napari_spoco.core.training import Trainer
@@ -373,6 +374,7 @@ def _worker_case(steps: int, threads: int, queue) -> None:  # noqa: ANN001
     trainer.set_data([image], [annotation])
     trainer.run(2)
     timings = {"plain": [], "worker": []}
+    workers = []  # kept alive until the end: a collected worker loses its signals mid-run
     for mode in ("plain", "worker", "plain", "worker"):
         start = time.perf_counter()
         if mode == "plain":
@@ -380,10 +382,12 @@ def _worker_case(steps: int, threads: int, queue) -> None:  # noqa: ANN001
         else:
             loop = QEventLoop()
             worker = create_worker(trainer.steps, steps)
+            workers.append(worker)
             worker.yielded.connect(lambda record: None)  # the panel's slot runs on this thread
             worker.finished.connect(loop.quit)
             worker.start()
             loop.exec()
+            QThreadPool.globalInstance().waitForDone()  # the worker's own clean-up, too
         timings[mode].append(steps / (time.perf_counter() - start))
     del app
     plain, worker = (sum(v) / len(v) for v in (timings["plain"], timings["worker"]))
@@ -401,7 +405,7 @@ def _worker_case(steps: int, threads: int, queue) -> None:  # noqa: ANN001
 
 def measure_worker(args: argparse.Namespace) -> dict:
     """CLI loop vs napari worker, in one fresh process."""
-    return _in_child(_worker_case, args.steps, args.threads)
+    return in_fresh_process(_worker_case, args.steps, args.threads)
 
 
 def _report(results: dict) -> None:
