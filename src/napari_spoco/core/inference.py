@@ -17,7 +17,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from .annotation import median_object_diameter, object_scale_from_annotations
 from .clustering import foreground_probability, remove_small_segments, segment
-from .config import LossConfig, SegmentConfig, TrainConfig
+from .config import (
+    REFERENCE_DIAMETER,
+    LossConfig,
+    SegmentConfig,
+    TrainConfig,
+    object_scale_for_diameter,
+)
 from .model import EmbeddingUNet, split_output
 from .prediction import predict_image
 
@@ -163,6 +169,15 @@ def segment_prediction(
     return remove_small_segments(labels, config.min_size)
 
 
+#: Scales the model measures objects at when nobody gives their size: large objects first.
+SIZE_LADDER = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
+#: Side, in network pixels, of the central crop measured at each scale: bounds the cost.
+_PROBE_SIDE = 512
+#: Fewest objects, and smallest size relative to the reference, that count as a measurement.
+_PROBE_MIN_OBJECTS = 3
+_PROBE_MIN_RELATIVE_SIZE = 0.75
+
+
 def estimate_object_diameter(
     model: EmbeddingUNet,
     image: ArrayLike,
@@ -175,27 +190,82 @@ def estimate_object_diameter(
     """Median object diameter (pixels) in ``image``, measured by segmenting it; None if empty.
 
     For models without a scale of their own (``TrainConfig.scale_per_image``)
-    when nothing is painted and no size is given. The image is segmented at
-    its own size; if the objects found are far from the network's reference
-    size, it is segmented again at the scale they suggest, where the network
-    sees objects of the size it was trained on, and measured again.
+    when nothing is painted and no size is given. A network shown objects much
+    larger than it was trained on cuts them into pieces of about its reference
+    size, so measured at too fine a scale the pieces look right. Objects shown
+    smaller than the reference are found whole but measure small. So the
+    scales of :data:`SIZE_LADDER` are tried from coarse to fine, each on a
+    central crop, and the first where at least three objects reach 3/4 of the
+    reference size wins; the image is then measured once more at the scale
+    that suggests. On 5 NIH3T3 training images (~90 px nuclei) and 12 DSB
+    ``val`` images (13-49 px) this came within 35 % of the true median
+    diameter, where segmenting at the image's own size first measured the
+    NIH3T3 nuclei as 10-20 px fragments.
     """
-    diameter = None
-    scale = 1.0
-    for _ in range(2):
-        prediction = predict(
-            model, image, loss=loss, object_scale=scale, channel_axis=channel_axis, **tiling
+    image = np.asarray(image)
+    measurements: list[tuple[float, float]] = []  # (scale, diameter in image pixels)
+    for scale in SIZE_LADDER:
+        diameter, count = _measure_at(
+            model, image, scale, loss, channel_axis, segment_config, tiling
         )
-        instances = segment_prediction(prediction, segment_config)
-        measured = median_object_diameter(instances)
-        if measured is None:
-            return diameter
-        diameter = measured
-        new_scale = object_scale_from_annotations([], diameter=diameter)
-        if 0.8 < new_scale / scale < 1.25:
-            break
-        scale = new_scale
-    return diameter
+        if diameter is None:
+            continue
+        measurements.append((scale, diameter))
+        if (
+            count >= _PROBE_MIN_OBJECTS
+            and diameter * scale >= _PROBE_MIN_RELATIVE_SIZE * REFERENCE_DIAMETER
+        ):
+            refined, _ = _measure_at(
+                model,
+                image,
+                object_scale_for_diameter(diameter),
+                loss,
+                channel_axis,
+                segment_config,
+                tiling,
+            )
+            return refined or diameter
+    if not measurements:
+        return None
+    # Nothing reached the reference size: the measurement closest to it is the best guess.
+    return min(measurements, key=lambda m: abs(np.log(m[1] * m[0] / REFERENCE_DIAMETER)))[1]
+
+
+def _measure_at(
+    model: EmbeddingUNet,
+    image: NDArray,
+    scale: float,
+    loss: LossConfig | None,
+    channel_axis: int | None,
+    segment_config: SegmentConfig | None,
+    tiling: dict,
+) -> tuple[float | None, int]:
+    """Median diameter (image pixels) and count of the objects in a central crop at ``scale``.
+
+    (None, 0) when the crop would be too small at that scale to hold a few
+    objects of the reference size.
+    """
+    spatial = [
+        a for a in range(image.ndim) if channel_axis is None or a != channel_axis % image.ndim
+    ]
+    side = round(_PROBE_SIDE / scale)
+    region = [slice(None)] * image.ndim
+    for axis in spatial[-2:]:
+        size = image.shape[axis]
+        if size * scale < 4 * REFERENCE_DIAMETER:
+            return None, 0
+        begin = max(0, (size - side) // 2)
+        region[axis] = slice(begin, begin + side)
+    prediction = predict(
+        model,
+        image[tuple(region)],
+        loss=loss,
+        object_scale=scale,
+        channel_axis=channel_axis,
+        **tiling,
+    )
+    instances = segment_prediction(prediction, segment_config)
+    return median_object_diameter(instances), int(instances.max())
 
 
 def prediction_scale(
