@@ -10,7 +10,7 @@ import torch
 from napari_spoco.core import losses
 from napari_spoco.core.config import LossConfig
 from napari_spoco.core.losses import (
-    LOSS_TERMS,
+    SPOCO_TERMS,
     compute_consistency_term,
     compute_instance_term,
     compute_object_means,
@@ -330,19 +330,19 @@ def test_toy_image_exact_values():
     result = spoco_loss(student, labels, LossConfig(), teacher=teacher, generator=gen())
     for name, expected in TOY_EXPECTED.items():
         assert result[name].item() == pytest.approx(expected, abs=1e-6), name
-    assert set(result) == {*LOSS_TERMS, "total"}
+    assert set(result) == {*SPOCO_TERMS, "total"}
 
 
 def test_total_is_the_weighted_sum_including_consistency_weight():
     student, teacher, labels = random_batch()
-    weights = {f"{n}_weight": w for n, w in zip(LOSS_TERMS, [0.5, 2, 0.1, 3, 0.7, 4], strict=True)}
+    weights = {f"{n}_weight": w for n, w in zip(SPOCO_TERMS, [0.5, 2, 0.1, 3, 0.7, 4], strict=True)}
     result = spoco_loss(student, labels, LossConfig(**weights), teacher=teacher, generator=gen())
-    expected = sum(weights[f"{n}_weight"] * result[n] for n in LOSS_TERMS)
+    expected = sum(weights[f"{n}_weight"] * result[n] for n in SPOCO_TERMS)
     assert result["total"].item() == pytest.approx(expected.item())
     assert result["consistency"].item() > 0
 
 
-@pytest.mark.parametrize("term", LOSS_TERMS)
+@pytest.mark.parametrize("term", SPOCO_TERMS)
 def test_every_term_trains_the_student_and_never_the_teacher(term):
     student, teacher, labels = random_batch()
     teacher.requires_grad_(True)

@@ -1,4 +1,5 @@
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,39 @@ def test_resuming_continues_the_schedule_where_the_run_stopped(blobs, tmp_path):
     rest = _collect(resumed)
     assert resumed.step == 6 and [r.step for r in rest] == [4, 5, 6]
     assert [r.learning_rate for r in rest] == pytest.approx([r.learning_rate for r in whole[3:]])
+
+
+def _running_means(model):
+    return [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def _changed(before, after):
+    return any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_fine_tuning_keeps_the_norm_statistics_a_new_network_learns_them(blobs, tmp_path):
+    """Patches around painted objects are not whole images: fine-tuning keeps the stats."""
+    new = _trainer(blobs)
+    before = _running_means(new.model)
+    new.run(checkpoint_path=tmp_path / "model.pt")
+    assert not new.config.keep_norm_statistics
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, _running_means(new.model), strict=True)
+    )
+
+    checkpoint = load_checkpoint(tmp_path / "model.pt")
+    tuned = _trainer(blobs, checkpoint=checkpoint)
+    saved = _running_means(tuned.model)
+    tuned.run(checkpoint_path=tmp_path / "tuned.pt")
+    assert tuned.config.keep_norm_statistics
+    assert not _changed(saved, _running_means(tuned.model))
+    assert _changed(list(tuned.model.parameters()), list(new.model.parameters()))  # weights learn
+    resumed = _trainer(blobs, checkpoint=load_checkpoint(tmp_path / "tuned.pt"), resume=True)
+    assert resumed.config.keep_norm_statistics  # a resumed run keeps its choice
+    relearn = _trainer(
+        blobs, config=replace(SMALL, keep_norm_statistics=False), checkpoint=checkpoint
+    )
+    relearn.run()
+    assert any(
+        not torch.equal(a, b) for a, b in zip(saved, _running_means(relearn.model), strict=True)
+    )

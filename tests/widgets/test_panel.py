@@ -176,3 +176,19 @@ def test_advanced_settings_reach_the_training_config(panel, paint):
     assert config.model.bottleneck_projection and config.model.foreground_head
     assert config.loss.delta_d == 2.5 and config.patch_shape == (96, 96)
     assert config.object_scale == 0.5 and config.loss.background_id == data.background_id
+
+
+def test_every_loss_term_has_a_weight_box_and_a_curve(panel):
+    """The settings and the loss plot follow the core's one list of terms."""
+    from napari_spoco.core.config import ALL_LOSS_TERMS
+
+    settings = panel.train.settings
+    assert set(settings.weights) == {f"{term}_weight" for term in ALL_LOSS_TERMS}
+    plot = panel.train.plot
+    plot.set_history([
+        {"step": step, "loss_total": 1.0, **{f"loss_{t}": 1.0 / step for t in ALL_LOSS_TERMS}}
+        for step in (1, 2, 3)
+    ])  # fmt: skip
+    shown = [term for term, line in plot.lines.items() if line.get_visible()]
+    assert shown == ["total", *ALL_LOSS_TERMS]
+    assert all(term in plot.legend.text() for term in ("triplet", "dispersive", "regularizer"))

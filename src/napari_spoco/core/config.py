@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "ALL_LOSS_TERMS",
+    "EXTENSION_TERMS",
+    "HEAD_TERMS",
     "MODEL_PRESETS",
+    "SPOCO_TERMS",
     "REFERENCE_DIAMETER",
     "LossConfig",
     "ModelConfig",
@@ -24,6 +28,16 @@ __all__ = [
 ]
 
 Norm = Literal["batch", "group", "instance"]
+
+# The loss terms, listed once: LossConfig has a ``<name>_weight`` for each, the
+# trainer reports each, and the panel's loss plot draws each.
+#: The paper's terms, computed by ``losses.spoco_loss``.
+SPOCO_TERMS = ("pull", "push", "regularizer", "instance", "unlabeled_push", "consistency")
+#: The heads' terms, computed by ``heads.head_losses``.
+HEAD_TERMS = ("foreground", "distance")
+#: The optional terms, computed by ``extensions.extension_losses``.
+EXTENSION_TERMS = ("triplet", "dispersive")
+ALL_LOSS_TERMS = (*SPOCO_TERMS, *HEAD_TERMS, *EXTENSION_TERMS)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -248,6 +262,11 @@ class TrainConfig:
     trained on images that were each resized by their own objects' size (dense
     training of a generalist): it has no single scale, so prediction measures
     the objects of each new image first (``core.inference.estimate_object_diameter``).
+    ``keep_norm_statistics`` leaves the batch-norm running statistics as they
+    were; None keeps them when fine-tuning a trained model and updates them for
+    a new one. Patches are drawn around painted objects, so their statistics are
+    not those of whole images: updating them during sparse fine-tuning of the
+    nuclei generalist grew its foreground by a quarter (docs/benchmarks.md).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -262,6 +281,7 @@ class TrainConfig:
     object_scale: float = 1.0
     invert_probability: float = 0.0
     scale_per_image: bool = False
+    keep_norm_statistics: bool | None = None
     seed: int = 0
     report_every: int = 1
 

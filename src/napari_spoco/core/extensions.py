@@ -32,7 +32,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .config import LossConfig
+from .config import EXTENSION_TERMS, LossConfig
 from .losses import (
     _check_batch,
     _norm,
@@ -52,8 +52,6 @@ __all__ = [
     "object_neighbours",
 ]
 
-#: Keys of :func:`extension_losses`; LossConfig has a ``<key>_weight`` for each.
-EXTENSION_TERMS = ("triplet", "dispersive")
 
 #: Objects whose masks come this close (pixels, Chebyshev distance) are neighbours:
 #: touching or nearly touching objects are the pairs clustering may merge.

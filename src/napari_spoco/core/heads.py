@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
-from .config import LossConfig
+from .config import HEAD_TERMS, LossConfig
 
 __all__ = [
     "HEAD_TERMS",
@@ -34,9 +34,6 @@ __all__ = [
     "inner_distance",
     "known_background",
 ]
-
-#: Keys of :func:`head_losses`; LossConfig has a ``<key>_weight`` for each.
-HEAD_TERMS = ("foreground", "distance")
 
 
 def inner_distance(labels: ArrayLike, *, background_id: int | None = None) -> NDArray[np.float32]:

@@ -15,10 +15,10 @@ import math
 
 import torch
 
-from .config import LossConfig
+from .config import SPOCO_TERMS, LossConfig
 
 __all__ = [
-    "LOSS_TERMS",
+    "SPOCO_TERMS",
     "compute_consistency_term",
     "compute_instance_term",
     "compute_object_means",
@@ -28,9 +28,6 @@ __all__ = [
     "compute_unlabeled_push_term",
     "spoco_loss",
 ]
-
-#: Keys of :func:`spoco_loss` besides ``"total"``; LossConfig has a ``<key>_weight`` for each.
-LOSS_TERMS = ("pull", "push", "regularizer", "instance", "unlabeled_push", "consistency")
 
 # sqrt has an infinite derivative at 0: clamping the squared distance first
 # gives such entries a zero gradient instead of NaN.
@@ -445,7 +442,7 @@ def spoco_loss(
     Returns
     -------
     dict of str to torch.Tensor
-        Scalars keyed by :data:`LOSS_TERMS`, and ``"total"``, their weighted sum.
+        Scalars keyed by :data:`SPOCO_TERMS`, and ``"total"``, their weighted sum.
 
     Raises
     ------
@@ -469,7 +466,7 @@ def spoco_loss(
     flat_student = student.reshape(batch, dim, -1)
     flat_labels = labels.reshape(batch, -1).long()
     flat_teacher = None if teacher is None else teacher.detach().reshape(batch, dim, -1)
-    collected: dict[str, list[torch.Tensor]] = {name: [] for name in LOSS_TERMS}
+    collected: dict[str, list[torch.Tensor]] = {name: [] for name in SPOCO_TERMS}
     for b in range(batch):
         view = None if flat_teacher is None else flat_teacher[b]
         terms = _image_terms(flat_student[b], flat_labels[b], config, view, generator)
@@ -479,7 +476,7 @@ def spoco_loss(
     zero = student.sum() * 0  # attached to the graph, so backward never fails
     losses = {name: torch.stack(v).mean() if v else zero for name, v in collected.items()}
     total = zero
-    for name in LOSS_TERMS:
+    for name in SPOCO_TERMS:
         total = total + getattr(config, f"{name}_weight") * losses[name]
     losses["total"] = total
     return losses

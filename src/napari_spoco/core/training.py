@@ -24,12 +24,12 @@ from numpy.typing import ArrayLike
 
 from .augment import photometric_augment
 from .checkpoint import Checkpoint, save_checkpoint
-from .config import LossConfig, TrainConfig
+from .config import ALL_LOSS_TERMS, LossConfig, TrainConfig
 from .device import resolve_device
-from .extensions import EXTENSION_TERMS, extension_losses
-from .heads import HEAD_TERMS, head_losses
+from .extensions import extension_losses
+from .heads import head_losses
 from .image import check_image_size, check_image_values, prepare_image, rescale_spatial
-from .losses import LOSS_TERMS, spoco_loss
+from .losses import spoco_loss
 from .model import EmbeddingUNet, build_model, split_output
 from .sampling import PatchSampler
 
@@ -114,6 +114,10 @@ class Trainer:
             config = replace(
                 config, learning_rate=config.learning_rate or checkpoint.config.learning_rate
             )
+        keep = config.keep_norm_statistics
+        if keep is None:
+            keep = checkpoint.config.keep_norm_statistics if resume else checkpoint is not None
+        config = replace(config, keep_norm_statistics=bool(keep))
         _check_architecture(config)
         torch.manual_seed(config.seed)
         self.config = config
@@ -121,6 +125,8 @@ class Trainer:
         self.model: EmbeddingUNet = build_model(config.model).to(self.device)
         if checkpoint is not None:
             self.model.load_state_dict(checkpoint.model_state)
+        if config.keep_norm_statistics:
+            _freeze_norm_statistics(self.model)
         self.teacher = copy.deepcopy(self.model).requires_grad_(False)
         if checkpoint is not None and checkpoint.teacher_state is not None:
             self.teacher.load_state_dict(checkpoint.teacher_state)
@@ -390,6 +396,13 @@ class Trainer:
             teacher.copy_(student)
 
 
+def _freeze_norm_statistics(model: torch.nn.Module) -> None:
+    """Stop batch norm from updating its running statistics; it still normalises by batch."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d | torch.nn.BatchNorm3d):
+            module.momentum = 0.0
+
+
 def _projects_bottleneck(loss: LossConfig) -> bool:
     """Whether the triplet term is on and acts on the bottleneck projection."""
     return loss.triplet_weight > 0 and loss.triplet_on == "bottleneck"
@@ -422,14 +435,13 @@ def pretraining_loss(loss: LossConfig | None = None) -> LossConfig:
     the teacher's embeddings of two noisy views), so a network can start
     learning from unlabeled images; see docs/cli.md, ``pretrain``.
     """
-    terms = (*LOSS_TERMS, *HEAD_TERMS, *EXTENSION_TERMS)
-    off = {f"{name}_weight": 0.0 for name in terms if name != "consistency"}
+    off = {f"{name}_weight": 0.0 for name in ALL_LOSS_TERMS if name != "consistency"}
     return replace(loss or LossConfig(), **off, consistency_weight=1.0)
 
 
 def is_consistency_only(loss: LossConfig) -> bool:
     """Whether only the consistency term is on: then training needs no annotation."""
-    names = [n for n in (*LOSS_TERMS, *HEAD_TERMS, *EXTENSION_TERMS) if n != "consistency"]
+    names = [n for n in ALL_LOSS_TERMS if n != "consistency"]
     return loss.consistency_weight > 0 and not any(getattr(loss, f"{n}_weight") for n in names)
 
 

@@ -52,6 +52,7 @@ TOOLTIPS: dict[str, str] = {
     "ema_momentum": "Momentum of the teacher, an exponential moving average of the network.",
     "pull_weight": "Weight of the pull term (pixels to their object's mean).",
     "push_weight": "Weight of the push term (object means apart).",
+    "regularizer_weight": "Weight of pulling object means towards the origin (keeps them bounded).",
     "instance_weight": "Weight of the differentiable single-instance Dice term.",
     "unlabeled_push_weight": "Weight of pushing unannotated pixels away from annotated objects.",
     "consistency_weight": "Weight of the student/teacher consistency on unannotated pixels.",

@@ -12,18 +12,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from ..core.config import ALL_LOSS_TERMS
+
 __all__ = ["LossPlot"]
 
-_TERMS = (
-    "total",
-    "pull",
-    "push",
-    "instance",
-    "unlabeled_push",
-    "consistency",
-    "foreground",
-    "distance",
-)
+#: The total, then every term the core can report (terms that are off stay hidden).
+_TERMS = ("total", *ALL_LOSS_TERMS)
 
 
 #: Seconds between redraws while training: even an update-only matplotlib draw holds

@@ -17,6 +17,7 @@ from superqt import QCollapsible
 
 from ..core.annotation import object_scale_from_annotations
 from ..core.config import (
+    ALL_LOSS_TERMS,
     DEFAULT_PATCH_SHAPE,
     MODEL_PRESETS,
     LossConfig,
@@ -33,17 +34,8 @@ __all__ = ["FROM_FILE", "TrainSettings"]
 #: Network choice that asks for a model file to fine-tune.
 FROM_FILE = "fine-tune a model file…"
 
-_WEIGHTS = (
-    "pull_weight",
-    "push_weight",
-    "instance_weight",
-    "unlabeled_push_weight",
-    "consistency_weight",
-    "foreground_weight",
-    "distance_weight",
-    "triplet_weight",
-    "dispersive_weight",
-)
+#: A weight box per loss term, from the core's one list of them.
+_WEIGHTS = tuple(f"{term}_weight" for term in ALL_LOSS_TERMS)
 
 
 def _spin(
