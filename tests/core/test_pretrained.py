@@ -81,6 +81,20 @@ def test_the_generalist_measures_object_size_and_segments_the_sample_zero_shot(g
     assert prediction_scale(network, own, image) == 0.7
 
 
+@pytest.mark.parametrize("zoom", [0.5, 3.0])
+def test_the_measured_size_follows_the_objects_when_they_are_far_from_the_reference(
+    generalist, sample, zoom
+):
+    """Nuclei of ~70 px are not measured as the ~24 px pieces a network cuts them into."""
+    from scipy import ndimage
+
+    checkpoint, network = generalist
+    image, truth = sample
+    resized = ndimage.zoom(image, zoom, order=1)
+    measured = estimate_object_diameter(network, resized, loss=checkpoint.config.loss)
+    assert measured == pytest.approx(zoom * median_object_diameter(truth), rel=0.35)
+
+
 def test_fine_tuning_on_a_tenth_of_the_nuclei_does_not_fall_below_zero_shot(generalist, sample):
     checkpoint, network = generalist
     image, truth = sample
