@@ -9,12 +9,14 @@ things around it that need the dataset's ``index.json``:
     ``val_*.txt`` (all of ``val``) and ``val20_*.txt`` (a fixed 20-image subset
     of ``val`` with every kind, scored during training) for ``@FILE`` arguments.
     Images with ``split: excluded`` are in no list.
-``package RUN DSB --out MODEL``
+``package RUN DSB [--out MODEL]``
     scores a trained model on every ``val`` image, per kind, twice: at each
     image's true object size (the network alone) and at the size the model
-    measures itself (zero-shot, as a user without a size hint gets it); writes
-    the model without optimiser state or history, marked as having no scale of
-    its own, and the scores with the run's validation curve as JSON.
+    measures itself (zero-shot, as a user without a size hint gets it), and
+    how far that measured size is from the truth; writes the scores with the
+    run's validation curve as JSON and, with ``--out``, the model without
+    optimiser state or history, marked as having no scale of its own. Without
+    ``--out`` it only scores (for example the shipped model).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def write_lists(folder: Path, out: Path, subset: int = 20) -> None:
         print(f"{name}: {len(entries)} images")
 
 
-def package(run: Path, folder: Path, out: Path, results: Path) -> None:
+def package(run: Path, folder: Path, out: Path | None, results: Path) -> None:
     """Score ``run`` on the whole ``val`` split per kind, then write the shipped model."""
     import tifffile
 
@@ -98,22 +100,28 @@ def package(run: Path, folder: Path, out: Path, results: Path) -> None:
         name: {
             "images": len(group),
             **{arm: float(np.mean([r[arm] for r in group])) for arm in ("true_size", "zero_shot")},
+            # Measured over true size: 1 is perfect; the fraction within 35 % of the truth.
+            "size_ratio_median": float(np.median([_size_ratio(r) for r in group])),
+            "size_within_35_percent": float(
+                np.mean([abs(np.log(_size_ratio(r))) < np.log(1.35) for r in group])
+            ),
         }
         for name, group in groups.items()
         if group
     }
     curve_path = run.with_name(f"{run.stem.removesuffix('_best')}_validation.json")
     curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
-    shipped = Checkpoint(
-        config=config,
-        model_state=trained.model_state,
-        teacher_state=trained.teacher_state,
-        step=trained.step,
-        normalization=trained.normalization,
-    )
-    save_checkpoint(out, shipped)
+    if out is not None:
+        shipped = Checkpoint(
+            config=config,
+            model_state=trained.model_state,
+            teacher_state=trained.teacher_state,
+            step=trained.step,
+            normalization=trained.normalization,
+        )
+        save_checkpoint(out, shipped)
     report = {
-        "model": str(out),
+        "model": str(out or run),
         "from_run": str(run),
         "step": trained.step,
         "seconds_per_step": _median_speed(trained.history),
@@ -128,8 +136,15 @@ def package(run: Path, folder: Path, out: Path, results: Path) -> None:
     for kind, values in summary.items():
         print(
             f"{kind:13s} n={values['images']:3d}  AP@0.5 at true size {values['true_size']:.3f}"
-            f"  zero-shot {values['zero_shot']:.3f}"
+            f"  zero-shot {values['zero_shot']:.3f}  measured/true size "
+            f"{values['size_ratio_median']:.2f} "
+            f"(within 35 %: {values['size_within_35_percent']:.0%})"
         )
+
+
+def _size_ratio(row: dict) -> float:
+    """Object size the model measured over the true one (scales are inverse to sizes)."""
+    return row["true_size_scale"] / row["zero_shot_scale"]
 
 
 def _median_speed(history: list[dict]) -> float | None:
@@ -147,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     shipped = commands.add_parser("package", help="score a run on val and write the model")
     shipped.add_argument("run", type=Path, help="model file of the run (e.g. nuclei_best.pt)")
     shipped.add_argument("data", type=Path, help="the dsb2018 folder (with index.json)")
-    shipped.add_argument("--out", type=Path, required=True, help="model file to ship")
+    shipped.add_argument("--out", type=Path, help="model file to ship (default: score only)")
     shipped.add_argument(
         "--results", type=Path, default=Path(__file__).parent / "results" / "generalist.json"
     )

@@ -97,15 +97,12 @@ def session(image, truth, test, args, seed: int) -> list[dict]:  # noqa: ANN001
     from napari_spoco.core.annotation import (
         keep_fraction_of_objects,
         median_object_diameter,
+        object_scale_from_annotations,
         simulate_background_scribbles,
     )
-    from napari_spoco.core.config import (
-        LossConfig,
-        TrainConfig,
-        model_config_for,
-        object_scale_for_diameter,
-    )
+    from napari_spoco.core.config import LossConfig, TrainConfig, model_config_for
     from napari_spoco.core.inference import predict, segment_prediction
+    from napari_spoco.core.pretrained import load_model_source
     from napari_spoco.core.training import Trainer
 
     total = len(np.unique(truth)) - 1
@@ -113,7 +110,7 @@ def session(image, truth, test, args, seed: int) -> list[dict]:  # noqa: ANN001
     strokes = simulate_background_scribbles(truth, seed=seed)
     annotation = np.where(strokes & (objects == 0), BACKGROUND_ID, objects).astype(np.int32)
     diameter = median_object_diameter(annotation, background_id=BACKGROUND_ID)
-    scale = float(np.clip(object_scale_for_diameter(diameter), 0.05, 4.0))
+    scale = object_scale_from_annotations([annotation], background_id=BACKGROUND_ID)
     config = TrainConfig(
         model=model_config_for(2, 1),
         loss=LossConfig(background_id=BACKGROUND_ID),
@@ -123,7 +120,8 @@ def session(image, truth, test, args, seed: int) -> list[dict]:  # noqa: ANN001
         object_scale=scale,
         seed=seed,
     )
-    trainer = Trainer(config, device="cpu")
+    start = load_model_source(args.start) if args.start != "scratch" else None
+    trainer = Trainer(config, device="cpu", checkpoint=start)
     forest_settings = _baselines.ForestSettings(trees=args.trees, threads=args.threads)
     rows, train_seconds = [], 0.0
     for round_index in range(args.rounds):
@@ -146,7 +144,7 @@ def session(image, truth, test, args, seed: int) -> list[dict]:  # noqa: ANN001
             "objects": int(
                 len(np.unique(annotation[(annotation > 0) & (annotation != BACKGROUND_ID)]))
             ),
-            "steps": trainer.step,
+            "steps": trainer.step - (start.step if start else 0),
             "train_seconds": train_seconds,
             "spoco": _score(segment, test, scale),
             "rf": _score(segment_forest, test, scale),
@@ -207,6 +205,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--seconds", type=float, default=0, help="train this long per round instead"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--start",
+        default="scratch",
+        help="network to start from: scratch, a built-in name (nuclei) or a model file",
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--trees", type=int, default=100, help="random-forest trees")
@@ -241,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         f"one image ({train_names[0]}, {len(np.unique(truth)) - 1} nuclei), "
         f"{len(test)} test images; "
         f"{args.rounds} rounds of {budget} x {args.batch_size} x {args.patch}^2, "
-        f"{args.objects} nuclei to start, {args.promote} corrected per round"
+        f"{args.objects} nuclei to start, {args.promote} corrected per round; "
+        f"network: {args.start}"
     )
     started = time.perf_counter()
     rows = [row for seed in args.seeds for row in session(image, truth, test, args, seed)]

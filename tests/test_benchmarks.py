@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
@@ -58,13 +59,58 @@ def test_accuracy_runs_every_variant_and_writes_plot_and_docs_block(tmp_path):
     assert "old" not in text and "| annotation |" in text and text.endswith("rest\n")
 
 
-def test_interactive_promotes_objects_every_round(tmp_path):
-    rows = _run("interactive.py", ["--sample", "--quick"], tmp_path / "interactive.json")["results"]
+@pytest.mark.parametrize("start", ["scratch", "nuclei"])
+def test_interactive_promotes_objects_every_round(tmp_path, start):
+    arguments = ["--sample", "--quick", "--start", start]
+    rows = _run("interactive.py", arguments, tmp_path / "interactive.json")["results"]
     assert [row["round"] for row in rows] == [0, 1]
     assert rows[1]["objects"] > rows[0]["objects"]
+    assert [row["steps"] for row in rows] == [2, 4]  # steps of this session, not the model's
 
 
 def test_speed_runs_every_part(tmp_path):
     report = _run("speed.py", ["--quick"], tmp_path / "speed.json")
     assert {"train", "predict", "cluster", "gui", "worker"} <= set(report)
     assert report["worker"]["worker_steps_per_second"] > 0
+
+
+def test_generalist_lists_and_scores_a_dsb_like_folder(tmp_path):
+    """``lists`` keeps ``excluded`` out of every list; ``package`` scores per kind."""
+    import tifffile
+
+    from napari_spoco.core.pretrained import builtin_model_path
+    from napari_spoco.core.sample_data import load_nuclei_2d
+
+    image, truth = load_nuclei_2d()
+    folder = tmp_path / "dsb"
+    index = []
+    for number, (split, kind) in enumerate(
+        [
+            ("train", "fluorescence"),
+            ("val", "fluorescence"),
+            ("val", "colour"),
+            ("excluded", "fluorescence"),
+        ]
+    ):
+        name = f"image{number}"
+        crop = (slice(0, 256), slice(128 * number, 128 * number + 256))
+        pixels = np.stack([image[crop]] * 3, axis=-1) if kind == "colour" else image[crop]
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        (folder / "labels").mkdir(exist_ok=True)
+        tifffile.imwrite(folder / "images" / f"{name}.tif", pixels)
+        tifffile.imwrite(folder / "labels" / f"{name}.tif", truth[crop])
+        index.append({"id": name, "kind": kind, "split": split})
+    (folder / "index.json").write_text(json.dumps(index))
+    script = [sys.executable, str(BENCHMARKS / "generalist.py")]
+    subprocess.run([*script, "lists", str(folder), str(tmp_path / "lists")], check=True)
+    listed = " ".join(p.read_text() for p in (tmp_path / "lists").glob("*.txt"))
+    assert "image0" in listed and "image1" in listed and "image3" not in listed
+    results = tmp_path / "generalist.json"
+    model = str(builtin_model_path("nuclei"))
+    subprocess.run(
+        [*script, "package", model, str(folder), "--results", str(results)], check=True, timeout=600
+    )
+    report = json.loads(results.read_text())
+    assert set(report["val_ap50"]) == {"fluorescence", "colour", "all"}
+    assert report["val_ap50"]["all"]["images"] == 2
+    assert 0 < report["val_ap50"]["all"]["size_ratio_median"] < 10
