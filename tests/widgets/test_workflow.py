@@ -36,7 +36,7 @@ def _generalist_step():
     return load_model_source("nuclei").step
 
 
-def _train(panel, qtbot, iterations, timeout=300_000):
+def _train(panel, qtbot, iterations, timeout=900_000):  # generous: no speed test
     panel.train.settings.iterations.setValue(iterations)
     with qtbot.waitSignal(panel.segment.segmented, timeout=timeout):
         panel.train.train_button.click()
