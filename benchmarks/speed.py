@@ -10,9 +10,10 @@ ratios are not:
   10 % of the objects painted plus background strokes), against a plain
   PyTorch loop with the same network and the discriminative loss only (pull,
   push, regulariser; one fixed batch: no sampling, augmentation, teacher or
-  heads). A third row repeats 2D with ``OMP_WAIT_POLICY=PASSIVE``: OpenMP
-  threads that spin while they wait make a 2-thread step many times slower
-  whenever another process wants the CPU.
+  heads). The teacher's forward runs in bfloat16 on CPUs with bfloat16 units
+  (``teacher_precision``). A third row repeats 2D with
+  ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads that spin while they wait make a
+  2-thread step many times slower whenever another process wants the CPU.
 * ``predict``: megapixels (2D, 2048²) and megavoxels (3D, 64 x 256²) per second
   of ``core.inference.predict`` (normalise, tile, run the network), untrained
   weights (speed does not depend on them).
@@ -159,6 +160,7 @@ def _train_case(name: str, steps: int, threads: int, queue) -> None:  # noqa: AN
             "parameters": sum(p.numel() for p in model.parameters()),
             "threads": threads,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+            "teacher_precision": str(trainer.teacher_precision or torch.float32),
             "spoco_seconds_per_step": spoco,
             "spoco_iterations_per_second": 1 / spoco,
             "plain_seconds_per_step": plain,

@@ -466,3 +466,31 @@ def test_runs_on_gpu_with_a_cpu_generator():
         student.cuda(), labels.cuda(), LossConfig(), teacher=teacher.cuda(), generator=gen()
     )
     assert math.isfinite(result["total"].item())
+
+
+def _anchors_one_at_a_time(views, candidates, delta_v, stop, seed):
+    """The rule as stated: take the best-scoring remaining candidate, remove its ball, repeat."""
+    scores = torch.rand(candidates.shape, generator=gen(seed))
+    remaining, chosen = candidates.clone(), []
+    while len(chosen) < stop[0] and int(remaining.sum()) >= stop[1]:
+        index = int(torch.where(remaining, scores, -1.0).argmax())
+        chosen.append(index)
+        for view in views:
+            remaining &= ((view - view[:, index, None]) ** 2).sum(0) >= delta_v**2
+    return chosen
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("stop", [(10, 20.0), (3, 1.0), (40, 1.0), (10, 150.0)])
+def test_consistency_anchors_drawn_in_blocks_equal_drawing_one_at_a_time(seed, stop):
+    g = gen(100 + seed)
+    centres = 3 * torch.randn(12, 3, generator=g, dtype=torch.float64)
+    owner = torch.randint(0, 12, (400,), generator=g)
+    student = (centres[owner] + 0.2 * torch.randn(400, 3, generator=g, dtype=torch.float64)).T
+    teacher = student + 0.3 * torch.randn(student.shape, generator=g, dtype=torch.float64)
+    candidates = torch.rand(400, generator=g) < 0.7
+    views = (student, teacher)
+    expected = _anchors_one_at_a_time(views, candidates, DELTA_V, stop, seed)
+    got = losses._consistency_anchors(views, candidates, DELTA_V, stop, gen(seed))
+    assert got.tolist() == expected
+    assert 1 <= len(expected) <= stop[0]

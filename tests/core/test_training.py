@@ -258,3 +258,28 @@ def test_fine_tuning_keeps_the_norm_statistics_a_new_network_learns_them(blobs, 
     assert any(
         not torch.equal(a, b) for a, b in zip(saved, _running_means(relearn.model), strict=True)
     )
+
+
+@pytest.mark.parametrize("bfloat16", [True, False])
+def test_teacher_runs_in_bfloat16_only_where_the_cpu_is_faster_with_it(
+    blobs, monkeypatch, bfloat16
+):
+    monkeypatch.setattr("napari_spoco.core.training.bfloat16_is_faster_on_cpu", lambda: bfloat16)
+    trainer = _trainer(blobs)
+    seen = {}
+
+    def record_dtype(name):
+        def hook(_module, _inputs, output):
+            seen.setdefault(name, output.dtype)
+
+        return hook
+
+    for name, model in (("student", trainer.model), ("teacher", trainer.teacher)):
+        first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        first_conv.register_forward_hook(record_dtype(name))
+    records = _collect(trainer, 2)
+    assert seen == {
+        "student": torch.float32,
+        "teacher": torch.bfloat16 if bfloat16 else torch.float32,
+    }
+    assert records[-1].losses["consistency"] > 0  # the teacher's targets reach the loss

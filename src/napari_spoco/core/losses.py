@@ -289,16 +289,35 @@ def _consistency_anchors(
 ) -> torch.Tensor:
     """Draw anchor indices (K,); each removes its delta_v-ball in both views from the candidates.
 
-    ``stop`` is (max_anchors, minimal number of remaining candidates).
+    ``stop`` is (max_anchors, minimal number of remaining candidates). Drawing
+    a uniform remaining candidate K times equals visiting the candidates in
+    the order of one uniform score each and keeping those no earlier anchor
+    removed; the balls of a block of candidates then cost one matrix product
+    per view instead of a pass over the patch per anchor (a third of a step's
+    loss time before).
     """
-    chosen: list[torch.Tensor] = []
-    while len(chosen) < stop[0] and int(candidates.sum()) >= stop[1]:
-        scores = _uniform(tuple(candidates.shape), generator, candidates.device)
-        index = torch.where(candidates, scores, -1.0).argmax()
-        chosen.append(index)
-        for view in views:  # exact differences: the anchor itself is always removed
-            candidates = candidates & (((view - view[:, index, None]) ** 2).sum(0) >= delta_v**2)
-    return torch.stack(chosen)
+    max_anchors, min_remaining = stop
+    remaining = candidates.clone()
+    scores = torch.where(
+        candidates, _uniform(tuple(candidates.shape), generator, candidates.device), -1.0
+    )
+    chosen: list[int] = []
+    while len(chosen) < max_anchors and int(remaining.sum()) >= min_remaining:
+        # The next block in score order (top-k, not a sort of the whole patch).
+        block = torch.topk(scores, min(2 * max_anchors, int(remaining.sum()))).indices
+        scores[block] = -1.0
+        balls = torch.zeros((len(block), remaining.numel()), dtype=torch.bool, device=block.device)
+        for view in views:
+            balls |= _sq_distances(view, view[:, block].T) < delta_v**2
+        for index, ball in zip(block.tolist(), balls, strict=True):
+            if not remaining[index]:
+                continue
+            chosen.append(index)
+            remaining &= ~ball
+            remaining[index] = False  # rounding in the distances must not keep the anchor
+            if len(chosen) == max_anchors or int(remaining.sum()) < min_remaining:
+                break
+    return torch.tensor(chosen, dtype=torch.long, device=candidates.device)
 
 
 def compute_consistency_term(

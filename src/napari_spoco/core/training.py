@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike
 from .augment import photometric_augment
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import ALL_LOSS_TERMS, LossConfig, TrainConfig
-from .device import resolve_device
+from .device import bfloat16_is_faster_on_cpu, resolve_device
 from .extensions import extension_losses
 from .heads import head_losses
 from .image import check_image_size, check_image_values, prepare_image, rescale_spatial
@@ -143,6 +143,13 @@ class Trainer:
         self._resuming = resume
         self.history: list[dict] = list(checkpoint.history) if checkpoint else []
         self._use_amp = self.device.type == "cuda"
+        #: Precision of the teacher's forward pass (None: float32). It only makes
+        #: targets, without gradients: on a CPU with bfloat16 units it runs in
+        #: bfloat16, a third faster; on CUDA the whole step runs in float16.
+        cpu_bfloat16 = self.device.type == "cpu" and bfloat16_is_faster_on_cpu()
+        self.teacher_precision = (
+            torch.float16 if self._use_amp else torch.bfloat16 if cpu_bfloat16 else None
+        )
         self._scaler = torch.amp.GradScaler("cuda", enabled=self._use_amp)
         self._rng = np.random.default_rng(config.seed)
         self._generator = torch.Generator().manual_seed(config.seed)
@@ -352,10 +359,14 @@ class Trainer:
             projection = None
             if _projects_bottleneck(loss_config):
                 projection = self.model.projection(bottleneck)
-            teacher = None
-            if loss_config.consistency_weight > 0:
-                with torch.no_grad():
-                    teacher = split_output(self.teacher(teacher_view), model_config, axis=1)[0]
+        teacher = None
+        if loss_config.consistency_weight > 0:
+            precision = self.teacher_precision
+            with (
+                torch.no_grad(),
+                torch.autocast(self.device.type, dtype=precision, enabled=precision is not None),
+            ):
+                teacher = split_output(self.teacher(teacher_view), model_config, axis=1)[0]
         losses = spoco_loss(
             student,
             labels,
