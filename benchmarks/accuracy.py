@@ -43,6 +43,7 @@ import json
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -203,7 +204,10 @@ class Annotation:
         return object_scale_from_annotations(self.objects)
 
 
-def _scribbles(truth: list[np.ndarray], objects: list[np.ndarray], seed: int) -> list[np.ndarray]:
+def background_strokes(
+    truth: list[np.ndarray], objects: list[np.ndarray], seed: int
+) -> list[np.ndarray]:
+    """A user's background strokes in every image that has painted objects."""
     from napari_spoco.core.annotation import simulate_background_scribbles
 
     return [
@@ -221,7 +225,9 @@ def sweep_annotation(truth: list[np.ndarray], fraction: float, seed: int) -> Ann
     objects = [
         keep_fraction_of_objects(t, fraction, seed=seed * 1000 + i) for i, t in enumerate(truth)
     ]
-    return Annotation(f"p={fraction:g}", seed, objects, _scribbles(truth, objects, seed), fraction)
+    return Annotation(
+        f"p={fraction:g}", seed, objects, background_strokes(truth, objects, seed), fraction
+    )
 
 
 def budget_annotations(truth: list[np.ndarray], seed: int) -> list[Annotation]:
@@ -244,26 +250,20 @@ def budget_annotations(truth: list[np.ndarray], seed: int) -> list[Annotation]:
                 chosen[i].append(remaining[i].pop())
     spread = [np.where(np.isin(t, c), t, 0) for t, c in zip(truth, chosen, strict=True)]
     return [
-        Annotation("dense", seed, dense, _scribbles(truth, dense, seed)),
-        Annotation("spread", seed, spread, _scribbles(truth, spread, seed)),
+        Annotation("dense", seed, dense, background_strokes(truth, dense, seed)),
+        Annotation("spread", seed, spread, background_strokes(truth, spread, seed)),
     ]
 
 
-def _train_spoco(variant: Variant, images, labels, scale, args, seed):  # noqa: ANN001, ANN202
-    """Train as the product does; return a work-scale segmenter and the steps run."""
-    from napari_spoco.core.config import LossConfig, SegmentConfig, TrainConfig, model_config_for
-    from napari_spoco.core.inference import predict, prediction_scale, segment_prediction
+def spoco_trainer(  # noqa: ANN201
+    variant: Variant, scale: float, args: argparse.Namespace, seed: int, iterations: int
+):
+    """The product's Trainer for ``variant`` (network or starting model, loss), and the start."""
+    from napari_spoco.core.config import LossConfig, TrainConfig, model_config_for
     from napari_spoco.core.pretrained import load_model_source
     from napari_spoco.core.training import Trainer
 
     start = load_model_source(variant.start) if variant.start else None
-    iterations = args.iterations if variant.iterations is None else variant.iterations
-    seconds = variant.seconds
-    if args.quick:  # the smoke test checks the path, not the budget
-        iterations = min(iterations, args.iterations)
-        seconds = seconds and min(seconds, 5.0)
-    if seconds is not None:
-        iterations = 100_000  # stopped by the clock; the schedule stays near its peak
     config = TrainConfig(
         model=replace(model_config_for(2, 1, heads=variant.heads), **variant.model),
         loss=LossConfig(background_id=BACKGROUND_ID if variant.scribbles else None, **variant.loss),
@@ -274,7 +274,23 @@ def _train_spoco(variant: Variant, images, labels, scale, args, seed):  # noqa: 
         seed=seed,
         learning_rate=variant.learning_rate,
     )
-    trainer = Trainer(config, device="cpu", checkpoint=start)
+    return Trainer(config, device="cpu", checkpoint=start), start
+
+
+def _train_spoco(variant: Variant, images, labels, scale, args, seed):  # noqa: ANN001, ANN202
+    """Train as the product does; return a work-scale segmenter and the steps run."""
+    from napari_spoco.core.config import SegmentConfig
+    from napari_spoco.core.inference import predict, prediction_scale, segment_prediction
+
+    iterations = args.iterations if variant.iterations is None else variant.iterations
+    seconds = variant.seconds
+    if args.quick:  # the smoke test checks the path, not the budget
+        iterations = min(iterations, args.iterations)
+        seconds = seconds and min(seconds, 5.0)
+    if seconds is not None:
+        iterations = 100_000  # stopped by the clock; the schedule stays near its peak
+    trainer, start = spoco_trainer(variant, scale, args, seed, iterations)
+    config = trainer.config
     segment_config = SegmentConfig(**variant.segment)
     if variant.zero_shot:
         network = trainer.model.eval()
@@ -300,6 +316,28 @@ def _train_spoco(variant: Variant, images, labels, scale, args, seed):  # noqa: 
         return segment_prediction(prediction, segment_config, seed=seed)
 
     return segment, steps
+
+
+def baseline_segmenter(
+    method: str,
+    images: list[np.ndarray],
+    labels: list[np.ndarray],
+    scale: float,
+    work_diameter: float,
+    args: argparse.Namespace,
+    seed: int,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit the random forest (``"rf"``) or set up Otsu; return a work-scale segmenter."""
+    if method == "otsu":
+        return lambda image: _baselines.otsu_instances(image, work_diameter)
+    settings = _baselines.ForestSettings(trees=args.trees, threads=args.threads)
+    forest = _baselines.fit_random_forest(
+        [_baselines.work_image(image, scale) for image in images],
+        [_baselines.work_labels(label, scale) for label in labels],
+        settings,
+        seed,
+    )
+    return lambda image: _baselines.random_forest_instances(forest, image, work_diameter, settings)
 
 
 def _over_truth(truth: np.ndarray, instances: np.ndarray) -> dict:
@@ -328,18 +366,11 @@ def run_method(name: str, annotation: Annotation, train, test, args) -> dict:  #
     if variant.method == "spoco":
         images = [train[i][0] for i in used]
         segment, steps = _train_spoco(variant, images, labels, scale, args, annotation.seed)
-    elif variant.method == "rf":
-        settings = _baselines.ForestSettings(trees=args.trees, threads=args.threads)
-        images = [_baselines.work_image(train[i][0], scale) for i in used]
-        work_labels = [_baselines.work_labels(label, scale) for label in labels]
-        forest = _baselines.fit_random_forest(images, work_labels, settings, annotation.seed)
-
-        def segment(image: np.ndarray) -> np.ndarray:
-            return _baselines.random_forest_instances(forest, image, work_diameter, settings)
     else:
-
-        def segment(image: np.ndarray) -> np.ndarray:
-            return _baselines.otsu_instances(image, work_diameter)
+        images = [train[i][0] for i in used]
+        segment = baseline_segmenter(
+            variant.method, images, labels, scale, work_diameter, args, annotation.seed
+        )
 
     fit_seconds = time.perf_counter() - start
     start, per_image = time.perf_counter(), list(cached or [])
@@ -370,15 +401,17 @@ def run_method(name: str, annotation: Annotation, train, test, args) -> dict:  #
     }
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and sd over seeds per (setting, variant), in the order first seen."""
+def summarise(
+    rows: list[dict], keys: tuple[str, ...] = (*SCORES, "objects", "fit_seconds")
+) -> list[dict]:
+    """Mean and sd of ``keys`` over seeds per (setting, variant), in the order first seen."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["setting"], row["variant"]), []).append(row)
     summary = []
     for (setting, variant), group in groups.items():
         entry = {"setting": setting, "variant": variant, "seeds": len(group)}
-        for key in (*SCORES, "objects", "fit_seconds"):
+        for key in keys:
             values = [r[key] for r in group]
             entry[key] = float(np.mean(values))
             entry[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

@@ -114,3 +114,28 @@ def test_generalist_lists_and_scores_a_dsb_like_folder(tmp_path):
     assert set(report["val_ap50"]) == {"fluorescence", "colour", "all"}
     assert report["val_ap50"]["all"]["images"] == 2
     assert 0 < report["val_ap50"]["all"]["size_ratio_median"] < 10
+
+
+def test_cells_scores_every_stage_at_every_mark_on_a_usiigaci_like_folder(tmp_path):
+    """Nuclei crops stand in for the phase-contrast cells: the path, not the numbers."""
+    import tifffile
+
+    from napari_spoco.core.sample_data import load_nuclei_2d
+
+    image, truth = load_nuclei_2d()
+    folder = tmp_path / "cells"
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    index = []
+    for number, split in enumerate(["train", "train", "val"]):
+        crop = (slice(0, 192), slice(150 * number, 150 * number + 192))
+        tifffile.imwrite(folder / "images" / f"set{number}.tif", image[crop])
+        tifffile.imwrite(folder / "labels" / f"set{number}.tif", truth[crop])
+        index.append({"name": f"set{number}", "source_split": split})
+    (folder / "index.json").write_text(json.dumps(index))
+    report = _run("cells.py", [str(folder), "--quick"], tmp_path / "cells.json")
+    spoco = [r for r in report["results"] if r["variant"].startswith(("scratch", "nuclei"))]
+    assert len(spoco) == 2 * 2 * 2  # two arms, two marks, two paintings
+    assert all(0 <= r["fg_iou"] <= 1 and 0 <= r["separation"] <= 1 for r in spoco)
+    assert {r["variant"] for r in report["results"]} >= {"rf", "otsu", "nuclei 0.04 min"}
+    assert all("ap50_hdbscan" in r for r in spoco)
