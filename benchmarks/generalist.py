@@ -66,18 +66,20 @@ def package(run: Path, folder: Path, out: Path | None, results: Path) -> None:
     import tifffile
 
     from napari_spoco.core.annotation import object_scale_from_annotations
-    from napari_spoco.core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from napari_spoco.core.checkpoint import (
+        Checkpoint,
+        load_checkpoint,
+        network_from_checkpoint,
+        save_checkpoint,
+    )
     from napari_spoco.core.image import looks_rgb, rgb_to_grey
     from napari_spoco.core.inference import predict, prediction_scale, segment_prediction
     from napari_spoco.core.metrics import average_precision
-    from napari_spoco.core.model import build_model
 
     trained = load_checkpoint(run)
     # Runs of dense training mark themselves from this version on; older ones did not.
     config = replace(trained.config, scale_per_image=True)
-    network = build_model(config.model)
-    network.load_state_dict(trained.model_state)
-    network.eval()
+    network = network_from_checkpoint(trained)
     rows = []
     start = time.perf_counter()
     for entry in [e for e in _index(folder) if e["split"] == "val"]:

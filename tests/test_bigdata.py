@@ -8,7 +8,7 @@ import zarr
 from conftest import make_blobs
 
 from napari_spoco import bigdata
-from napari_spoco.core.checkpoint import Checkpoint
+from napari_spoco.core.checkpoint import Checkpoint, network_from_checkpoint
 from napari_spoco.core.config import LossConfig, ModelConfig, SegmentConfig, TrainConfig
 from napari_spoco.core.inference import Prediction, predict, segment_prediction
 from napari_spoco.core.io import open_image, prediction_attributes, prediction_to_array
@@ -27,12 +27,6 @@ def checkpoint():
     return Checkpoint(config=config, model_state=model.state_dict())
 
 
-def _network(checkpoint):
-    model = build_model(checkpoint.config.model)
-    model.load_state_dict(checkpoint.model_state)
-    return model.eval()
-
-
 def _synthetic_prediction(shape=(200, 232), seed=0):
     """Blobs with one well-separated embedding each: clustering them is unambiguous."""
     _, labels = make_blobs(shape, n_objects=40, radius=9, seed=seed)
@@ -46,7 +40,7 @@ def _synthetic_prediction(shape=(200, 232), seed=0):
 
 def test_blockwise_prediction_equals_whole_image_prediction(checkpoint, blobs):
     image = np.tile(blobs[0], (2, 2))[:180, :170]  # 3 x 3 blocks, ragged at the ends
-    whole = predict(_network(checkpoint), image, loss=checkpoint.config.loss)
+    whole = predict(network_from_checkpoint(checkpoint), image, loss=checkpoint.config.loss)
     seen = []
     result = bigdata.predict_blockwise(
         checkpoint, image, block_shape=(64, 64), progress=lambda done, total: seen.append(done)
@@ -69,7 +63,7 @@ def test_blockwise_prediction_of_a_zarr_with_channels_writes_chunked_zarr(tmp_pa
     out = bigdata.predict_blockwise(
         checkpoint, source, channel_axis=-1, block_shape=(48, 48), out=tmp_path / "out.zarr"
     )
-    whole = predict(_network(checkpoint), image, channel_axis=-1)
+    whole = predict(network_from_checkpoint(checkpoint), image, channel_axis=-1)
     np.testing.assert_allclose(zarr.open_array(tmp_path / "out.zarr")[...], whole.embeddings,
                                atol=1e-4)  # fmt: skip
     assert out.attrs["napari_spoco"]["embedding_dim"] == 16
@@ -147,6 +141,15 @@ def test_roi_limits_the_blocks_computed(checkpoint, blobs):
         and not np.any(result[:, 32:, :])
         and not np.any(result[:, :, 32:])
     )
+
+
+def test_blockwise_prediction_takes_a_builtin_model_by_name(blobs):
+    from napari_spoco.core.pretrained import load_model_source
+
+    image = blobs[0][:96, :96]
+    by_name = bigdata.predict_blockwise("nuclei", image, block_shape=(64, 64))[...]
+    loaded = bigdata.predict_blockwise(load_model_source("nuclei"), image, block_shape=(64, 64))
+    np.testing.assert_array_equal(by_name, loaded[...])
 
 
 def test_bad_settings_are_refused(checkpoint, blobs):

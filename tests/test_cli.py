@@ -258,6 +258,47 @@ def test_predict_segment_and_evaluate(data, tmp_path, capsys):
     assert rows[0].startswith("image,sbd,abs_dic,ap50,map,arand") and len(rows) == 4
 
 
+def test_every_clustering_method_and_its_settings_are_offered(capsys):
+    from napari_spoco.core.clustering_methods import CLUSTERING_METHODS
+
+    for command in ("predict", "segment"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for name, method in CLUSTERING_METHODS.items():
+            assert name in text
+            for setting in method.settings:
+                assert f"--{setting.name.replace('_', '-')}" in text
+
+
+def test_consistency_clustering_uses_the_teacher_and_settings_follow_the_method(
+    data, tmp_path, capsys
+):
+    """predict clusters with the teacher; segment, lacking it, and a foreign setting refuse."""
+    from napari_spoco.core import inference
+
+    teachers = []
+    segment_prediction = inference.segment_prediction
+
+    def spy(prediction, config=None, *, teacher=None, seed=0):
+        teachers.append(teacher)
+        return segment_prediction(prediction, config, teacher=teacher, seed=seed)
+
+    predict = ["predict", "--model", str(data / "model.pt"), "--images", str(data / "C.tif"),
+               "--device", "cpu", "--method", "consistency", "--iou-threshold", "0.5"]  # fmt: skip
+    import unittest.mock
+
+    with unittest.mock.patch.object(inference, "segment_prediction", spy):
+        assert main([*predict, "--out", str(tmp_path / "out"), "--embeddings"]) == 0
+    assert len(teachers) == 1 and teachers[0].shape[1:] == (128, 160)
+    assert tifffile.imread(tmp_path / "out" / "C_instances.tif").shape == (128, 160)
+    segment = ["segment", "--embeddings", str(tmp_path / "out" / "C_embeddings.zarr"),
+               "--out", str(tmp_path / "seg"), "--method", "consistency"]  # fmt: skip
+    assert "saved predictions do not hold" in _error(capsys, segment, "segment")
+    wrong = [*predict[:-4], "--method", "hdbscan", "--strides", "3", "--out", str(tmp_path / "w")]
+    assert "--strides is a setting of --method mutex_watershed" in _error(capsys, wrong, "predict")
+
+
 def test_predict_block_wise_on_zarr_writes_zarr(data, tmp_path):
     image = tifffile.imread(data / "C.tif")
     source = zarr.create_array(
@@ -436,7 +477,7 @@ def test_wrong_channel_count_fails_with_one_line(data, tmp_path, capsys):
         ],
         "predict",
     )
-    assert "reads 1 channel(s), the image has 3" in line
+    assert "reads 1-channel 2D images" in line and "is 3-channel 2D" in line
     labels = tmp_path / "rgb_ann.tif"
     tifffile.imwrite(labels, np.ones((64, 64), np.uint8))
     line = _error(
@@ -665,6 +706,32 @@ def test_train_starts_from_the_nuclei_generalist_unless_told_otherwise(data, tmp
     assert load_checkpoint(tmp_path / "named.pt").step == generalist.step + 2
     assert main([*_train_on_a(data, tmp_path / "new.pt"), *options, "--from", "scratch"]) == 0
     assert load_checkpoint(tmp_path / "new.pt").step == 2
+
+
+def test_train_defaults_follow_the_recipe_and_measure_the_painted_objects(tmp_path, monkeypatch):
+    """150 steps to fine-tune, 1000 for a new network; a 100 px object trains below scale 1."""
+    from napari_spoco import _commands
+    from napari_spoco.core.training import TrainResult
+
+    configs = []
+
+    def record_instead_of_training(trainer, out, args, validation):
+        configs.append(trainer.config)
+        return TrainResult(step=trainer.step, steps_done=0, stopped=False, checkpoint_path=None)
+
+    monkeypatch.setattr(_commands, "_run_with_bar", record_instead_of_training)
+    yy, xx = np.mgrid[:256, :256]
+    labels = np.zeros((256, 256), np.uint16)
+    labels[(yy - 80) ** 2 + (xx - 80) ** 2 < 50**2] = 1  # two 100 px discs
+    labels[(yy - 180) ** 2 + (xx - 180) ** 2 < 50**2] = 2
+    tifffile.imwrite(tmp_path / "big.tif", (labels > 0).astype(np.float32) + 0.1)
+    tifffile.imwrite(tmp_path / "big_ann.tif", labels)
+    train = ["train", "--images", str(tmp_path / "big.tif"), "--labels",
+             str(tmp_path / "big_ann.tif"), "--out", str(tmp_path / "m.pt"), "-q"]  # fmt: skip
+    assert main(train) == 0
+    assert main([*train, "--from", "scratch"]) == 0
+    assert [config.iterations for config in configs] == [150, 1000]
+    assert all(0.2 < config.object_scale < 0.3 for config in configs)  # 24 px / 100 px
 
 
 # --------------------------------------------------------------------------- nothing lost

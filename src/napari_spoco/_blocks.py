@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .core.config import ModelConfig
+from .core.image import percentile_bounds
 from .core.io import atomic_output
 
 Scheduler = Any  # None, a "tcp://host:port" address or a distributed.Client
@@ -246,19 +247,12 @@ class Source:
     @classmethod
     def of(cls, image: ArrayLike, channel_axis: int | None, config: ModelConfig) -> Source:
         array = image if hasattr(image, "shape") and hasattr(image, "dtype") else np.asarray(image)
-        ndim = config.spatial_dims + (channel_axis is not None)
-        if len(array.shape) != ndim:
-            what = "with" if channel_axis is not None else "without"
-            raise ValueError(
-                f"expected a {config.spatial_dims}D image {what} a channel axis ({ndim} axes), "
-                f"got shape {tuple(array.shape)}"
-            )
+        ndim = len(array.shape)
         axis = None if channel_axis is None else _axis(channel_axis, ndim)
         channels = 1 if axis is None else array.shape[axis]
-        if channels != config.in_channels:
-            raise ValueError(
-                f"the model reads {config.in_channels} channel(s), the image has {channels}"
-            )
+        config.check_reads(
+            ndim - (axis is not None), channels, what=f"an image of shape {tuple(array.shape)}"
+        )
         if not np.issubdtype(np.dtype(array.dtype), np.number):
             raise TypeError(f"image must hold real numbers, got dtype {array.dtype}")
         shape = tuple(s for i, s in enumerate(array.shape) if i != axis)
@@ -289,24 +283,13 @@ class Source:
             chosen = np.unique(np.linspace(0, len(cores) - 1, 16).round().astype(int))
             pieces = [self.read(cores[i]) for i in chosen]
             sample = np.concatenate([p.reshape(p.shape[0], -1) for p in pieces], axis=1)
-        flat = sample.astype(np.float32).reshape(sample.shape[0], -1)
-        low, high = np.percentile(flat, list(levels), axis=1)
-        return low, high
+        return percentile_bounds(sample, low=levels[0], high=levels[1])
 
 
 def _axis(axis: int, ndim: int) -> int:
     if not -ndim <= axis < ndim:
         raise ValueError(f"channel_axis {axis} is out of range for {ndim} axes")
     return axis % ndim
-
-
-def normalize(image: NDArray, bounds: tuple[NDArray, NDArray]) -> NDArray[np.float32]:
-    """Normalise like ``core.image.normalize_percentile``, with the whole image's percentiles."""
-    low, high = bounds
-    image = np.asarray(image, dtype=np.float32)
-    scale = np.where(high - low > 1e-12, high - low, 1.0).astype(np.float32)
-    shape = (-1,) + (1,) * (image.ndim - 1)
-    return (image - low.reshape(shape).astype(np.float32)) / scale.reshape(shape)
 
 
 @dataclasses.dataclass(frozen=True)

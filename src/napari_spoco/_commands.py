@@ -172,15 +172,12 @@ def _train_config(args, dims, channels, checkpoint, pretraining, labels):
 
     from .core.annotation import object_scale_from_annotations
     from .core.config import DEFAULT_PATCH_SHAPE, LossConfig, TrainConfig, model_config_for
+    from .core.recipe import default_iterations
     from .core.training import pretraining_loss
 
     if checkpoint is not None:
         model = checkpoint.config.model
-        if (model.spatial_dims, model.in_channels) != (dims, channels):
-            raise ValueError(
-                f"the starting model reads {model.in_channels}-channel {model.spatial_dims}D "
-                f"images, the images are {channels}-channel {dims}D"
-            )
+        model.check_reads(dims, channels, what="the training images", model="the starting model")
         trained = checkpoint.config.loss
         loss = LossConfig(delta_v=trained.delta_v, delta_d=trained.delta_d)
         scale = checkpoint.config.object_scale
@@ -211,7 +208,11 @@ def _train_config(args, dims, channels, checkpoint, pretraining, labels):
     if checkpoint is None and loss.triplet_weight > 0 and loss.triplet_on == "bottleneck":
         model = replace(model, bottleneck_projection=True)
     return TrainConfig(
-        model=model, loss=loss, iterations=1000 if args.iterations is None else args.iterations,
+        model=model, loss=loss,
+        iterations=(
+            default_iterations(fine_tune=checkpoint is not None)
+            if args.iterations is None else args.iterations
+        ),
         batch_size=args.batch_size,
         patch_shape=tuple(args.patch) if args.patch else DEFAULT_PATCH_SHAPE[dims],
         learning_rate=args.lr, object_scale=scale, seed=args.seed,
@@ -392,18 +393,10 @@ def _check_fits(
 ) -> None:
     from .core.image import check_image_size
 
-    expected = model.spatial_dims + (channel_axis is not None)
-    if image.ndim != expected:
-        raise ValueError(
-            f"{path}: the model needs {expected} axes ({model.spatial_dims}D"
-            f"{' + channels' if channel_axis is not None else ''}), got shape {image.shape}"
-        )
     channels = 1 if channel_axis is None else image.shape[channel_axis]
-    if channels != model.in_channels:
-        raise ValueError(
-            f"{path}: the model reads {model.in_channels} channel(s), the image has {channels}"
-        )
+    dims = image.ndim - (channel_axis is not None)
     try:
+        model.check_reads(dims, channels, what=f"an image of shape {image.shape}")
         check_image_size(_spatial_shape(image, channel_axis), object_scale)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
@@ -421,6 +414,10 @@ def predict(args: argparse.Namespace) -> None:
     checkpoint = load_model_source(args.model)
     config = checkpoint.config
     segment_config = _segment_config(args)
+    if _needs_teacher(segment_config) and checkpoint.teacher_state is None:
+        raise ValueError(
+            f"--method {args.method} needs the model's EMA teacher, and {args.model} holds none"
+        )
     paths = expand_paths(args.images, skip_outputs=True)  # not the results of a former run
     _check_unique_names(paths, image_name)
     given = object_scale_from_annotations([], diameter=args.object_size)
@@ -436,16 +433,25 @@ def predict(args: argparse.Namespace) -> None:
                 f"{path}: block-wise prediction with a model that measures each image's object "
                 "size (a built-in generalist) needs --object-size"
             )
+        if blockwise and _needs_teacher(segment_config):
+            raise ValueError(
+                f"{path}: --method {args.method} is not available block-wise; choose another "
+                "method for images this large"
+            )
         _check_targets(out, image_name(path), blockwise=blockwise, embeddings=args.embeddings)
         jobs.append((image_name(path), image, channel_axis, blockwise))
-    network = None
+    networks = None
     for name, image, channel_axis, blockwise in jobs:
         if blockwise:
             _predict_blockwise(args, checkpoint, image, out, name, segment_config, channel_axis)
             continue
-        if network is None:
-            network = _network(checkpoint, args.device)
-        _predict_whole(args, checkpoint, network, np.asarray(image), out, name, segment_config,
+        if networks is None:
+            teacher = _needs_teacher(segment_config)
+            networks = (
+                _network(checkpoint, args.device),
+                _network(checkpoint, args.device, teacher=True) if teacher else None,
+            )
+        _predict_whole(args, checkpoint, networks, np.asarray(image), out, name, segment_config,
                        channel_axis)  # fmt: skip
 
 
@@ -487,21 +493,21 @@ def _check_targets(out: Path, name: str, *, blockwise: bool, embeddings: bool) -
         check_replaceable(out / f"{name}_embeddings.zarr", folder=True)
 
 
-def _network(checkpoint: Any, device: str) -> Any:
+def _network(checkpoint: Any, device: str, *, teacher: bool = False) -> Any:
+    from .core.checkpoint import network_from_checkpoint
     from .core.device import resolve_device
-    from .core.model import build_model
 
-    network = build_model(checkpoint.config.model)
-    network.load_state_dict(checkpoint.model_state)
-    return network.to(resolve_device(device)).eval()
+    return network_from_checkpoint(checkpoint, resolve_device(device), teacher=teacher)
 
 
-def _predict_whole(args, checkpoint, network, image, out, name, config, channel_axis) -> None:
+def _predict_whole(args, checkpoint, networks, image, out, name, config, channel_axis) -> None:
+    """Predict one image in memory and cluster it; ``networks`` is (model, teacher or None)."""
     from .core.config import REFERENCE_DIAMETER
     from .core.inference import predict as predict_image
     from .core.inference import prediction_scale, segment_prediction
     from .core.io import write_prediction, write_tiff
 
+    network, teacher = networks
     scale = prediction_scale(
         network, checkpoint.config, image, diameter=args.object_size, channel_axis=channel_axis,
         tile_shape=args.tile,
@@ -510,11 +516,14 @@ def _predict_whole(args, checkpoint, network, image, out, name, config, channel_
         logger.info(
             "%s: objects of %.1f px, resized by %.3g", name, REFERENCE_DIAMETER / scale, scale
         )
-    prediction = predict_image(
-        network, image, loss=checkpoint.config.loss, object_scale=scale,
-        channel_axis=channel_axis, tile_shape=args.tile,
+    options = {"loss": checkpoint.config.loss, "object_scale": scale,
+               "channel_axis": channel_axis, "tile_shape": args.tile}  # fmt: skip
+    prediction = predict_image(network, image, **options)
+    teacher_embeddings = None if teacher is None else predict_image(teacher, image, **options)
+    instances = segment_prediction(
+        prediction, config,
+        teacher=None if teacher_embeddings is None else teacher_embeddings.embeddings,
     )  # fmt: skip
-    instances = segment_prediction(prediction, config)
     if args.embeddings:
         write_prediction(out / f"{name}_embeddings.zarr", prediction)
     write_tiff(out / f"{name}_instances.tif", instances)
@@ -558,7 +567,7 @@ def _predict_blockwise(args, checkpoint, image, out, name, config, channel_axis)
 
 
 def segment(args: argparse.Namespace) -> None:
-    """``segment``: saved predictions → instances, with any clustering method."""
+    """``segment``: saved predictions → instances, with any method that needs no teacher."""
     from .bigdata import segment_prediction_blockwise
     from .core.inference import segment_prediction
     from .core.io import (
@@ -570,6 +579,11 @@ def segment(args: argparse.Namespace) -> None:
     )
 
     config = _segment_config(args)
+    if _needs_teacher(config):
+        raise ValueError(
+            f"--method {args.method} needs the teacher's embeddings, which saved predictions "
+            "do not hold; run predict with the model instead"
+        )
     paths = expand_paths(args.embeddings)
     _check_unique_names(paths, lambda path: image_name(path).removesuffix("_embeddings"))
     arrays = [(path, open_prediction(path)) for path in paths]
@@ -592,13 +606,30 @@ def segment(args: argparse.Namespace) -> None:
 
 
 def _segment_config(args: argparse.Namespace) -> Any:
+    """Build the SegmentConfig of the flags; refuse a setting of another method than --method."""
+    from .core.clustering_methods import CLUSTERING_METHODS
     from .core.config import SegmentConfig
 
+    params = {}
+    for name, method in CLUSTERING_METHODS.items():
+        for setting in method.settings:
+            value = getattr(args, setting.name)
+            if value is not None and name != args.method:
+                flag = "--" + setting.name.replace("_", "-")
+                raise ValueError(f"{flag} is a setting of --method {name}, not {args.method}")
+            if value is not None:
+                params[setting.name] = value
     return SegmentConfig(
         method=args.method, foreground=args.foreground,
         foreground_threshold=args.foreground_threshold, delta_d=args.delta_d,
-        seed_threshold=args.seed_threshold, min_size=args.min_size,
+        seed_threshold=args.seed_threshold, min_size=args.min_size, params=params,
     )  # fmt: skip
+
+
+def _needs_teacher(config: Any) -> bool:
+    from .core.clustering_methods import CLUSTERING_METHODS
+
+    return CLUSTERING_METHODS[config.method].needs_teacher
 
 
 def _blockwise(args: argparse.Namespace, path: Path | None, pixels: int) -> bool:

@@ -38,9 +38,8 @@ from ._blocks import (
     compute,
     finalize_output,
     make_output,
-    normalize,
 )
-from .core.checkpoint import Checkpoint, load_checkpoint
+from .core.checkpoint import Checkpoint, network_from_checkpoint
 from .core.config import REFERENCE_DIAMETER, LossConfig, ModelConfig, SegmentConfig
 from .core.inference import Prediction, segment_prediction
 from .core.io import (
@@ -49,7 +48,8 @@ from .core.io import (
     prediction_from_array,
     prediction_to_array,
 )
-from .core.model import EmbeddingUNet, build_model
+from .core.model import EmbeddingUNet
+from .core.pretrained import load_model_source
 from .core.stitching import block_lookup_tables, global_offsets, match_labels, merge_labels
 
 __all__ = [
@@ -87,19 +87,19 @@ def _resolve_model(
     model: ModelSource, loss: LossConfig | None, object_scale: float | None
 ) -> _Model:
     if isinstance(model, str | os.PathLike):
-        model = load_checkpoint(model)
+        model = load_model_source(model)
     if isinstance(model, Checkpoint):
-        network = build_model(model.config.model)
-        network.load_state_dict(model.model_state)
         norm = model.normalization
         return _Model(
-            network.eval(),
+            network_from_checkpoint(model),
             loss or model.config.loss,
             object_scale or model.config.object_scale,
             (float(norm.get("low", 1.0)), float(norm.get("high", 99.8))),
         )
     if not isinstance(model, EmbeddingUNet):
-        raise TypeError(f"model must be a model file, Checkpoint or EmbeddingUNet, got {model!r}")
+        raise TypeError(
+            f"model must be a model file or name, Checkpoint or EmbeddingUNet, got {model!r}"
+        )
     return _Model(model, loss or LossConfig(), object_scale or 1.0, (1.0, 99.8))
 
 
@@ -142,8 +142,10 @@ def predict_blockwise(
 
     Parameters
     ----------
-    model : path, Checkpoint or EmbeddingUNet
-        Trained model. A bare network needs ``loss`` and ``object_scale``.
+    model : path, built-in name, Checkpoint or EmbeddingUNet
+        Trained model: a model file, a bioimage.io package or a built-in name
+        (``core.pretrained.load_model_source``). A bare network needs ``loss``
+        and ``object_scale``.
     image : array_like
         (Y, X) or (Z, Y, X), with a channel axis at ``channel_axis`` if any:
         a numpy, zarr or dask array or a :class:`napari_spoco.core.io.LazyImage`.
@@ -300,18 +302,14 @@ def _predict_region(
     tile_shape: Sequence[int] | None,
 ) -> Prediction:  # fmt: skip
     """Predict like ``core.inference.predict``, with the whole image's percentiles."""
-    from scipy import ndimage
+    from .core.image import normalize_percentile
+    from .core.prediction import embed_at_scale
 
-    from .core.image import rescale_spatial
-    from .core.prediction import predict_embeddings
-
-    prepared = normalize(image, bounds)
-    scaled = rescale_spatial(prepared, spec.object_scale, order=1, channel_first=True)
+    prepared = normalize_percentile(image, bounds=bounds)
     with _INFERENCE_LOCK:
-        output = predict_embeddings(spec.network, scaled, tile_shape=tile_shape, device=device)
-    if output.shape[1:] != prepared.shape[1:]:
-        zoom = [1.0] + [f / s for f, s in zip(prepared.shape[1:], scaled.shape[1:], strict=True)]
-        output = ndimage.zoom(output, zoom, order=1, mode="nearest", grid_mode=True)
+        output = embed_at_scale(
+            spec.network, prepared, spec.object_scale, tile_shape=tile_shape, device=device
+        )
     return Prediction.from_output(output, spec.network, spec.loss)
 
 

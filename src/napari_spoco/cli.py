@@ -163,7 +163,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "(--headless: in a hidden viewer, write the results and exit)",
     )
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    demo.add_argument("--iterations", type=int, default=300, help="training steps (default: 300)")
+    demo.add_argument(
+        "--iterations", type=int, help="training steps (default: the panel's, 150 to fine-tune)"
+    )
     demo.add_argument("--fraction", type=float, default=0.1, help="share of nuclei annotated")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--device", default="auto", help="cuda:N, mps, cpu or auto")
@@ -191,7 +193,8 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="model file to write (.pt)")
     parser.add_argument(
         "--iterations", type=int,
-        help="steps of the run (default: 1000; with --resume, the interrupted run's)",
+        help="steps of the run (default: 150 when fine-tuning a model, 1000 for a new "
+        "network; with --resume, the interrupted run's)",
     )  # fmt: skip
     parser.add_argument(
         "--resume", action="store_true",
@@ -275,10 +278,19 @@ def _add_extensions(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_segmentation(parser: argparse.ArgumentParser) -> None:
+    from .core.clustering_methods import CLUSTERING_METHODS, METHODS
+
     parser.add_argument(
-        "--method", default="mutex_watershed",
-        choices=("mutex_watershed", "hdbscan", "mean_shift"), help="clustering method",
+        "--method", default=METHODS[0], choices=METHODS,
+        help="clustering method (default: %(default)s; docs/segmentation.md)",
     )  # fmt: skip
+    for method in CLUSTERING_METHODS.values():
+        for setting in method.settings:
+            parser.add_argument(
+                f"--{setting.name.replace('_', '-')}", type=type(setting.default),
+                metavar="N" if isinstance(setting.default, int) else "X",
+                help=f"{method.name}: {setting.tooltip} (default: {setting.default})",
+            )  # fmt: skip
     parser.add_argument(
         "--foreground", default="head", choices=("head", "embedding", "none"),
         help="foreground mask from the model's head, the embedding, or none",

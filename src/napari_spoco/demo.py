@@ -60,7 +60,7 @@ def annotate_like_a_user(
 def run_demo(
     out: Path,
     *,
-    iterations: int = 300,
+    iterations: int | None = None,
     fraction: float = 0.1,
     seed: int = 0,
     device: str = "auto",
@@ -83,8 +83,8 @@ def run_demo(
     import napari
     from qtpy.QtCore import QEventLoop
 
+    from .core import training  # noqa: F401 (imports torch before the GUI starts)
     from .core.sample_data import load_nuclei_2d
-    from .core.training import NEW_MODEL_LR  # noqa: F401 (imports torch before the GUI starts)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,8 @@ def run_demo(
     panel.annotate.image_box.set_layer(viewer.layers["nuclei"])
     if device != "auto":
         panel.train.settings.device_box.setCurrentText(device)
-    panel.train.settings.iterations.setValue(iterations)
+    if iterations is not None:  # else the panel's default for its starting model
+        panel.train.settings.iterations.setValue(iterations)
     outcome: dict[str, Any] = {}
     loop = QEventLoop()
 
@@ -106,7 +107,8 @@ def run_demo(
         outcome["layer"] = annotate_like_a_user(panel, truth, fraction=fraction, seed=seed)
         logger.info(
             "training (%s) on %d painted nuclei and background strokes for %d steps",
-            panel.train.settings.size_box.currentText(), panel.annotate.object_count(), iterations,
+            panel.train.settings.size_box.currentText(), panel.annotate.object_count(),
+            panel.train.settings.iterations.value(),
         )  # fmt: skip
         panel.train.start()
 

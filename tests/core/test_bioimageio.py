@@ -65,7 +65,7 @@ def test_export_refuses_a_test_image_that_does_not_fit(checkpoint, tmp_path):
         export_bioimageio(
             checkpoint, tmp_path / "m.zip", test_image=np.zeros((3, 32, 32)), channel_axis=0
         )
-    with pytest.raises(ValueError, match="axes"):
+    with pytest.raises(ValueError, match="is 1-channel 3D"):
         export_bioimageio(checkpoint, tmp_path / "m.zip", test_image=np.zeros((4, 32, 32)))
     assert not list(tmp_path.iterdir())
 

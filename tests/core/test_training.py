@@ -9,7 +9,8 @@ import torch
 from napari_spoco.core.checkpoint import load_checkpoint, load_model, save_checkpoint
 from napari_spoco.core.config import ModelConfig, TrainConfig
 from napari_spoco.core.device import available_devices, resolve_device
-from napari_spoco.core.training import FINE_TUNE_LR, NEW_MODEL_LR, Trainer
+from napari_spoco.core.recipe import FINE_TUNE_LR, NEW_MODEL_LR
+from napari_spoco.core.training import Trainer
 
 SMALL = TrainConfig(
     model=ModelConfig(depth=2, base_features=8),

@@ -192,3 +192,28 @@ def test_every_loss_term_has_a_weight_box_and_a_curve(panel):
     shown = [term for term, line in plot.lines.items() if line.get_visible()]
     assert shown == ["total", *ALL_LOSS_TERMS]
     assert all(term in plot.legend.text() for term in ("triplet", "dispersive", "regularizer"))
+
+
+def test_every_clustering_method_and_setting_is_offered_and_reaches_the_config(panel):
+    """The Segment settings follow the core's one list of methods."""
+    from napari_spoco.core.clustering_methods import CLUSTERING_METHODS
+
+    settings = panel.segment.settings
+    offered = [settings.method.itemText(i) for i in range(settings.method.count())]
+    assert offered == list(CLUSTERING_METHODS)
+    for name, method in CLUSTERING_METHODS.items():
+        settings.method.setCurrentText(name)
+        shown = [
+            key for key, box in settings.method_settings[name].items() if box.isVisibleTo(settings)
+        ]
+        assert shown == [setting.name for setting in method.settings]
+        others = [
+            b for n, boxes in settings.method_settings.items() if n != name for b in boxes.values()
+        ]
+        assert not any(box.isVisibleTo(settings) for box in others)
+        for setting in method.settings:
+            settings.method_settings[name][setting.name].setValue(setting.high)
+        config = settings.config()
+        assert config.method == name
+        assert config.params == {setting.name: setting.high for setting in method.settings}
+        assert settings.is_fast() == method.fast

@@ -221,7 +221,7 @@ def test_annotations_autosave_and_restore(panel, paint, qtbot):
 def test_fine_tune_a_model_file_chosen_in_the_network_box(
     panel, paint, qtbot, tmp_path, monkeypatch
 ):
-    from napari_spoco.core.training import FINE_TUNE_LR
+    from napari_spoco.core.recipe import FINE_TUNE_LR
     from napari_spoco.widgets import files
 
     paint(panel)
@@ -255,11 +255,17 @@ def test_the_generalist_is_the_default_and_segments_before_anything_is_painted(p
         panel.segment.predict_button.click()
     instances = np.asarray(panel.viewer.layers["nuclei instances"].data)
     assert average_precision(truth, instances) >= 0.6  # 0.65 measured; the target 0.7 is missed
-    # A new network replaces it, and choosing it again brings it back.
+    # A new network replaces it, and choosing it again brings it back. The iterations
+    # follow the recipe (150 fine-tuning, 1000 new), until the user sets them.
+    assert settings.iterations.value() == 150
     settings.size_box.setCurrentText("new small network")
-    assert panel.state.loaded_checkpoint is None
+    assert panel.state.loaded_checkpoint is None and settings.iterations.value() == 1000
     settings.size_box.setCurrentText("Nuclei generalist (pretrained)")
-    assert panel.state.loaded_builtin == "nuclei"
+    assert panel.state.loaded_builtin == "nuclei" and settings.iterations.value() == 150
+    settings.iterations.setValue(400)
+    settings.size_box.setCurrentText("new small network")
+    assert settings.iterations.value() == 400
+    settings.size_box.setCurrentText("Nuclei generalist (pretrained)")
 
 
 def test_3d_images_train_a_new_network_instead_of_the_generalist(

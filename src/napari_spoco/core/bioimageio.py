@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, network_from_checkpoint
 from .config import ModelConfig, config_from_dict
 from .image import prepare_image, rescale_spatial
 from .io import atomic_output
@@ -110,9 +110,7 @@ def export_bioimageio(
         If the test image does not fit the model or validation fails.
     """
     checkpoint = model if isinstance(model, Checkpoint) else load_checkpoint(model)
-    network = build_model(checkpoint.config.model)
-    network.load_state_dict(checkpoint.model_state)
-    network.eval()
+    network = network_from_checkpoint(checkpoint)
     test_input = _test_input(checkpoint, test_image, channel_axis)
     normalized = prepare_image(test_input, spatial_dims=network.config.spatial_dims, channel_axis=0)
     test_output = predict_embeddings(network, normalized, tile_shape=test_input.shape[1:])
@@ -192,17 +190,10 @@ def _test_input(
     """Raw (C, *spatial) crop, resized by the training scale, a multiple of the size divisor."""
     config = checkpoint.config.model
     image = np.asarray(image)
-    expected = config.spatial_dims + (channel_axis is not None)
-    if image.ndim != expected:
-        raise ValueError(
-            f"test image must have {expected} axes for this {config.spatial_dims}D model, "
-            f"got shape {image.shape}"
-        )
+    channels = 1 if channel_axis is None else image.shape[channel_axis]
+    dims = image.ndim - (channel_axis is not None)
+    config.check_reads(dims, channels, what=f"the test image (shape {image.shape})")
     image = image[np.newaxis] if channel_axis is None else np.moveaxis(image, channel_axis, 0)
-    if image.shape[0] != config.in_channels:
-        raise ValueError(
-            f"the model reads {config.in_channels} channel(s), the test image has {image.shape[0]}"
-        )
     scaled = rescale_spatial(
         image.astype(np.float32), checkpoint.config.object_scale, order=1, channel_first=True
     )

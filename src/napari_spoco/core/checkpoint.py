@@ -26,6 +26,7 @@ __all__ = [
     "Checkpoint",
     "load_checkpoint",
     "load_model",
+    "network_from_checkpoint",
     "save_checkpoint",
 ]
 
@@ -118,9 +119,24 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise ValueError(f"{path} is a damaged napari-spoco model file: {error}") from error
 
 
+def network_from_checkpoint(
+    checkpoint: Checkpoint, device: str | torch.device = "cpu", *, teacher: bool = False
+) -> EmbeddingUNet:
+    """Build the checkpoint's network (or its EMA ``teacher``) with its weights, for prediction.
+
+    Raises
+    ------
+    ValueError
+        If ``teacher`` is asked for and the checkpoint has none.
+    """
+    state = checkpoint.teacher_state if teacher else checkpoint.model_state
+    if state is None:
+        raise ValueError("this model file holds no teacher network")
+    model = build_model(checkpoint.config.model)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> EmbeddingUNet:
     """Build the network stored in ``path`` and load its weights, ready for prediction."""
-    checkpoint = load_checkpoint(path)
-    model = build_model(checkpoint.config.model)
-    model.load_state_dict(checkpoint.model_state)
-    return model.to(device).eval()
+    return network_from_checkpoint(load_checkpoint(path), device)

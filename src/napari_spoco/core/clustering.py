@@ -4,7 +4,7 @@
 :func:`foreground_probability` maps each pixel's distance to the background
 embedding to [0, 1]; :func:`embeddings_to_rgb` (re-exported from
 :mod:`.visualize`) shows the embedding. Specification:
-``docs/spoco-method.md``, "Clustering embeddings into instances".
+``docs/segmentation.md``, "Methods".
 
 Only numpy is imported here; skimage, sklearn, hdbscan and the mutex-watershed
 backend load on first use, so ``import napari_spoco.core`` stays light.
@@ -27,6 +27,7 @@ from ._mutex import (
     nearest_centre,
     segment_means,
 )
+from .clustering_methods import CLUSTERING_METHODS, METHODS
 from .config import LossConfig
 from .visualize import embeddings_to_rgb
 
@@ -38,15 +39,19 @@ __all__ = [
     "segment",
 ]
 
+#: Keywords of :func:`segment` that users do not set, per method; the settings they may
+#: change, and their defaults, are listed with the methods (``clustering_methods``).
+_INTERNAL_PARAMS: dict[str, dict[str, Any]] = {
+    "mutex_watershed": {"offsets": DEFAULT_OFFSETS},
+    "hdbscan": {"max_samples": 16384},
+    "mean_shift": {"max_samples": 16384},
+    "consistency": {"teacher": None, "max_samples": 16384, "n_anchors": 100},
+}
 #: Method-specific keywords of :func:`segment` and their defaults.
 _METHOD_PARAMS: dict[str, dict[str, Any]] = {
-    "mutex_watershed": {"offsets": DEFAULT_OFFSETS, "strides": 2},
-    "hdbscan": {"min_cluster_size": 50, "max_samples": 16384},
-    "mean_shift": {"max_samples": 16384},
-    "consistency": {"teacher": None, "max_samples": 16384, "n_anchors": 100, "iou_threshold": 0.6},
+    name: {**_INTERNAL_PARAMS[name], **{s.name: s.default for s in method.settings}}
+    for name, method in CLUSTERING_METHODS.items()
 }
-#: Clustering methods accepted by :func:`segment`.
-METHODS = tuple(_METHOD_PARAMS)
 #: Rounds of subsample clustering in the point methods (see ``_cluster_points``).
 _ROUNDS = 4
 

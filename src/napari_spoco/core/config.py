@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .clustering_methods import METHODS
+
 __all__ = [
     "ALL_LOSS_TERMS",
     "EXTENSION_TERMS",
@@ -144,6 +146,24 @@ class ModelConfig:
         for factor in self.pooling_factors:
             divisor = [d * f for d, f in zip(divisor, factor, strict=True)]
         return tuple(divisor)
+
+    def reads(self, spatial_dims: int, channels: int) -> bool:
+        """Whether the network reads ``channels``-channel ``spatial_dims``D images."""
+        return (spatial_dims, channels) == (self.spatial_dims, self.in_channels)
+
+    def check_reads(
+        self, spatial_dims: int, channels: int, *, what: str = "the image", model: str = "the model"
+    ) -> None:
+        """Raise ValueError unless the network reads ``channels``-channel ``spatial_dims``D images.
+
+        The one rule the trainer, the panel, the command line, block-wise
+        prediction and the bioimage.io export apply before they use a model.
+        """
+        if not self.reads(spatial_dims, channels):
+            raise ValueError(
+                f"{model} reads {self.in_channels}-channel {self.spatial_dims}D images, "
+                f"{what} is {channels}-channel {spatial_dims}D"
+            )
 
 
 @dataclass(frozen=True)
@@ -424,8 +444,6 @@ class SegmentConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from .clustering import METHODS
-
         _require(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
         _require(
             self.foreground in FOREGROUND_SOURCES,

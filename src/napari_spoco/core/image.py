@@ -17,6 +17,7 @@ __all__ = [
     "check_image_values",
     "looks_rgb",
     "normalize_percentile",
+    "percentile_bounds",
     "prepare_image",
     "rescale_spatial",
     "rgb_to_grey",
@@ -89,8 +90,21 @@ def check_image_size(spatial_shape: tuple[int, ...], object_scale: float = 1.0) 
         )
 
 
-def normalize_percentile(
+def percentile_bounds(
     image: ArrayLike, *, low: float = 1.0, high: float = 99.8
+) -> tuple[NDArray, NDArray]:
+    """Each channel's ``low`` and ``high`` percentiles of a (C, *spatial) image."""
+    flat = np.asarray(image, dtype=np.float32).reshape(np.shape(image)[0], -1)
+    lo, hi = np.percentile(flat, [low, high], axis=1)
+    return lo, hi
+
+
+def normalize_percentile(
+    image: ArrayLike,
+    *,
+    low: float = 1.0,
+    high: float = 99.8,
+    bounds: tuple[NDArray, NDArray] | None = None,
 ) -> NDArray[np.float32]:
     """Map each channel's ``low``/``high`` percentiles to 0/1 (values may exceed [0, 1]).
 
@@ -98,6 +112,9 @@ def normalize_percentile(
     ----------
     image : array_like, shape (C, *spatial)
         Channel-first image.
+    bounds : tuple of ndarray, optional
+        Per-channel values to map to 0 and 1 instead of this image's
+        percentiles: a block of a large image takes the whole image's.
 
     Returns
     -------
@@ -105,8 +122,7 @@ def normalize_percentile(
         Normalised image; a constant channel becomes all zeros.
     """
     image = np.asarray(image, dtype=np.float32)
-    flat = image.reshape(image.shape[0], -1)
-    lo, hi = np.percentile(flat, [low, high], axis=1)
+    lo, hi = percentile_bounds(image, low=low, high=high) if bounds is None else bounds
     scale = np.where(hi - lo > 1e-12, hi - lo, 1.0).astype(np.float32)
     shape = (-1,) + (1,) * (image.ndim - 1)
     return (image - lo.reshape(shape).astype(np.float32)) / scale.reshape(shape)

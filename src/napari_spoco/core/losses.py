@@ -6,7 +6,7 @@ Every term works on ONE image, flattened so that 2D and 3D share one code path:
 (C, D) object means from :func:`compute_object_means`. A term returns ``None``
 when it is undefined on the image (e.g. push needs two objects), so that
 :func:`spoco_loss` leaves the image out of that term's batch average instead of
-counting a fake zero. Formulas and defaults: ``docs/spoco-method.md``.
+counting a fake zero. Formulas and defaults: ``docs/method.md``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every metric takes ``(gt, pred)``: two integer label images (2D (Y, X) or 3D
 (Z, Y, X)) of equal shape, where 0 is background and every other id is one
 object. Ids need not be consecutive and may be any non-negative integer up to
 the dtype's maximum (uint64 included). Objects are defined by id, not by
-connectivity. Definitions follow ``docs/spoco-method.md`` (section "Metrics").
+connectivity. Definitions: ``docs/segmentation.md``, section "Metrics".
 
 All overlaps come from one contingency table (pixel counts per pair of gt and
 pred ids), built with vectorised numpy by :func:`_overlap`; :func:`evaluate`

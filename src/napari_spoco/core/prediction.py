@@ -28,7 +28,7 @@ from scipy import ndimage
 from .image import check_image_size, prepare_image, rescale_spatial
 from .model import EmbeddingUNet
 
-__all__ = ["DEFAULT_TILE_SHAPE", "predict_embeddings", "predict_image"]
+__all__ = ["DEFAULT_TILE_SHAPE", "embed_at_scale", "predict_embeddings", "predict_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -334,6 +334,18 @@ def predict_image(
         image, spatial_dims=model.config.spatial_dims, channel_axis=channel_axis
     )
     check_image_size(prepared.shape[1:], object_scale)
+    return embed_at_scale(model, prepared, object_scale, **tiling)
+
+
+def embed_at_scale(
+    model: EmbeddingUNet, prepared: npt.NDArray[np.float32], object_scale: float, **tiling: object
+) -> npt.NDArray[np.float32]:
+    """Resize a normalised (C, *spatial) image by ``object_scale``, embed it, resize back.
+
+    The part of :func:`predict_image` that block-wise prediction shares: its
+    blocks are normalised with the whole image's percentiles and may be
+    smaller than a whole image must be.
+    """
     scaled = rescale_spatial(prepared, object_scale, order=1, channel_first=True)
     embeddings = predict_embeddings(model, scaled, **tiling)
     if embeddings.shape[1:] == prepared.shape[1:]:

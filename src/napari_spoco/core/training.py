@@ -31,6 +31,7 @@ from .heads import head_losses
 from .image import check_image_size, check_image_values, prepare_image, rescale_spatial
 from .losses import spoco_loss
 from .model import EmbeddingUNet, build_model, split_output
+from .recipe import default_learning_rate
 from .sampling import PatchSampler
 
 __all__ = [
@@ -43,11 +44,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# The paper uses 2e-4 over ~100k steps; interactive CPU runs last a few hundred, where
-# 1e-3 separated both bundled samples clearly better in the same number of steps.
-NEW_MODEL_LR = 1e-3
-FINE_TUNE_LR = NEW_MODEL_LR / 10
 
 
 @dataclass(frozen=True)
@@ -130,8 +126,7 @@ class Trainer:
         self.teacher = copy.deepcopy(self.model).requires_grad_(False)
         if checkpoint is not None and checkpoint.teacher_state is not None:
             self.teacher.load_state_dict(checkpoint.teacher_state)
-        default_lr = FINE_TUNE_LR if checkpoint is not None else NEW_MODEL_LR
-        self.learning_rate = config.learning_rate or default_lr
+        self.learning_rate = config.learning_rate or default_learning_rate(checkpoint is not None)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=self.learning_rate, weight_decay=config.weight_decay
         )
@@ -190,11 +185,7 @@ class Trainer:
             check_image_values(image, name=f"image {index + 1}")
             image = prepare_image(image, spatial_dims=spatial_dims, channel_axis=channel_axis)
             check_image_size(image.shape[1:], scale)
-            if image.shape[0] != self.config.model.in_channels:
-                raise ValueError(
-                    f"the model reads {self.config.model.in_channels} channel(s), "
-                    f"the image has {image.shape[0]}"
-                )
+            self.config.model.check_reads(spatial_dims, image.shape[0], what=f"image {index + 1}")
             annotation = np.asarray(annotation)
             if annotation.shape != image.shape[1:]:
                 raise ValueError(

@@ -112,18 +112,15 @@ class SpocoState:
             return trainer.model, trainer.teacher, trainer.config, trainer.device
         if self.loaded_checkpoint is None:
             return None
-        from ..core.model import build_model
-
-        checkpoint = self.loaded_checkpoint
-        model = build_model(checkpoint.config.model)
-        model.load_state_dict(checkpoint.model_state)
-        teacher = None
-        if checkpoint.teacher_state is not None:
-            teacher = build_model(checkpoint.config.model)
-            teacher.load_state_dict(checkpoint.teacher_state)
+        from ..core.checkpoint import network_from_checkpoint
         from ..core.device import resolve_device
 
-        return model.eval(), teacher, checkpoint.config, resolve_device(self.device)
+        checkpoint = self.loaded_checkpoint
+        model = network_from_checkpoint(checkpoint)
+        teacher = None
+        if checkpoint.teacher_state is not None:
+            teacher = network_from_checkpoint(checkpoint, teacher=True)
+        return model, teacher, checkpoint.config, resolve_device(self.device)
 
     def load(self, checkpoint: Checkpoint | None, *, path: Path | None = None,
              builtin: str | None = None) -> None:  # fmt: skip

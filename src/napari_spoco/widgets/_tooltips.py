@@ -32,7 +32,8 @@ TOOLTIPS: dict[str, str] = {
     ),
     "device": "Where to train: a CUDA GPU, Apple's MPS, or the CPU.",
     "iterations": (
-        "Training steps for this run. Press Train again to continue from where it stopped."
+        "Training steps for this run: 150 to fine-tune a model, 1000 for a new network, "
+        "unless you change it. Press Train again to continue from where it stopped."
     ),
     "learning_rate": (
         "Adam learning rate; 'auto' is 1e-3 for a new network and 1e-4 for fine-tuning."

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 from superqt.utils import ensure_main_thread, qdebounced
 
 from ..core.axes import Axes, guess_axes
+from ..core.clustering_methods import CLUSTERING_METHODS
 from ._jobs import blockwise_job, cluster_job, predict_job
 from ._layers import LayerComboBox, show_layer
 from ._pacer import Pacer
@@ -130,17 +131,18 @@ class SegmentSection(QWidget):
         model, teacher, config, device = found
         axes = self._axes_of(layer)
         channels = axes.channels(tuple(layer.data.shape))
-        expected = (model.config.spatial_dims, model.config.in_channels)
-        if (axes.spatial_dims, channels) != expected:
-            show_warning(
-                f"The model reads {expected[1]}-channel {expected[0]}D images; {layer.name!r} is "
-                f"{channels}-channel {axes.spatial_dims}D ({axes.spec}). Check its axes."
+        try:
+            model.config.check_reads(
+                axes.spatial_dims, channels, what=f"{layer.name!r} ({axes.spec})", model="The model"
             )
+        except ValueError as error:
+            show_warning(f"{error}. Check its axes.")
             return None
         if self._is_large(layer, axes):
             return self._predict_blockwise(layer, axes, config, device)
         frames = self._frames(layer, axes)
-        use_teacher = teacher if self.settings.method.currentText() == "consistency" else None
+        method = CLUSTERING_METHODS[self.settings.method.currentText()]
+        use_teacher = teacher if method.needs_teacher else None
         self.image_box.set_layer(layer)
         self._set_busy(True)
         self._pbar = progress(total=100, desc=f"SPOCO: segmenting {layer.name}")
@@ -262,7 +264,7 @@ class SegmentSection(QWidget):
             show_warning(str(error))
             return None
         teachers = self._teachers.get(layer.name, [])
-        if config.method == "consistency" and any(t is None for t in teachers):
+        if CLUSTERING_METHODS[config.method].needs_teacher and any(t is None for t in teachers):
             show_info("Consistency clustering needs the teacher: press Segment again.")
             return None
         cached = self.state.predictions[layer.name]

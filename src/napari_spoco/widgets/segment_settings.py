@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from psygnal import Signal
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractSpinBox,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QSpinBox,
+    QWidget,
+)
 
-from ..core.clustering import METHODS
+from ..core.clustering_methods import CLUSTERING_METHODS, MethodSetting
 from ..core.config import FOREGROUND_SOURCES, SegmentConfig
 from ._tooltips import TOOLTIPS
 
 __all__ = ["SegmentSettings"]
-
-#: Methods that re-cluster within a second on a typical image (re-run on every change).
-FAST_METHODS = ("mutex_watershed",)
 
 
 class SegmentSettings(QWidget):
@@ -24,7 +30,9 @@ class SegmentSettings(QWidget):
         super().__init__()
         defaults = SegmentConfig()
         self.method = QComboBox()
-        self.method.addItems(list(METHODS))
+        for index, method in enumerate(CLUSTERING_METHODS.values()):
+            self.method.addItem(method.name)
+            self.method.setItemData(index, method.tooltip, Qt.ItemDataRole.ToolTipRole)
         self.foreground = QComboBox()
         self.foreground.addItems(list(FOREGROUND_SOURCES))
         self.foreground_threshold = _double(defaults.foreground_threshold, 0.01, 0.99, 0.05)
@@ -35,13 +43,11 @@ class SegmentSettings(QWidget):
         self.min_size = QSpinBox()
         self.min_size.setRange(0, 10_000_000)
         self.min_size.setValue(defaults.min_size)
-        self.strides = QSpinBox()
-        self.strides.setRange(1, 16)
-        self.strides.setValue(2)
-        self.min_cluster_size = QSpinBox()
-        self.min_cluster_size.setRange(2, 1_000_000)
-        self.min_cluster_size.setValue(50)
-        self.iou_threshold = _double(0.6, 0.0, 1.0, 0.05)
+        #: A box per setting of each clustering method, shown while that method is chosen.
+        self.method_settings = {
+            name: {setting.name: _setting_box(setting) for setting in method.settings}
+            for name, method in CLUSTERING_METHODS.items()
+        }
         self.raw_embeddings = QCheckBox("Add raw embedding channels (hidden layer)")
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
@@ -52,27 +58,21 @@ class SegmentSettings(QWidget):
             ("Merge margin", "merge_margin", self.merge_margin),
             ("Split at cores above", "seed_threshold", self.seed_threshold),
             ("Minimum size (px)", "min_size", self.min_size),
-            ("Mutex strides", "method", self.strides),
-            ("Min cluster size", "method", self.min_cluster_size),
-            ("IoU threshold", "method", self.iou_threshold),
         )
         for label, key, widget in rows:
             form.addRow(label, widget)
             widget.setToolTip(TOOLTIPS[key])
+        for name, method in CLUSTERING_METHODS.items():
+            for setting in method.settings:
+                form.addRow(setting.label, self.method_settings[name][setting.name])
         form.addRow(self.raw_embeddings)
         self.raw_embeddings.setToolTip(TOOLTIPS["raw_embeddings"])
         self._form = form
         for box in (self.method, self.foreground):
             box.currentTextChanged.connect(self._edited)
-        for box in (
-            self.foreground_threshold,
-            self.merge_margin,
-            self.seed_threshold,
-            self.min_size,
-            self.strides,
-            self.min_cluster_size,
-            self.iou_threshold,
-        ):
+        boxes = [self.foreground_threshold, self.merge_margin, self.seed_threshold, self.min_size]
+        boxes += [box for settings in self.method_settings.values() for box in settings.values()]
+        for box in boxes:
             box.valueChanged.connect(self._edited)
         self._show_method_rows()
 
@@ -83,29 +83,23 @@ class SegmentSettings(QWidget):
     def _show_method_rows(self) -> None:
         method = self.method.currentText()
         visible = {
-            self.strides: method == "mutex_watershed",
-            self.min_cluster_size: method == "hdbscan",
-            self.iou_threshold: method == "consistency",
-            self.foreground_threshold: self.foreground.currentText() == "head",
+            box: name == method
+            for name, settings in self.method_settings.items()
+            for box in settings.values()
         }
+        visible[self.foreground_threshold] = self.foreground.currentText() == "head"
         for widget, show in visible.items():  # (QFormLayout.setRowVisible is Qt >= 6.4 only)
             widget.setVisible(show)
             self._form.labelForField(widget).setVisible(show)
 
     def is_fast(self) -> bool:
         """Whether re-clustering is quick enough to follow every edit."""
-        return self.method.currentText() in FAST_METHODS
+        return CLUSTERING_METHODS[self.method.currentText()].fast
 
     def config(self) -> SegmentConfig:
         """Return the SegmentConfig these controls describe."""
         method = self.method.currentText()
-        params: dict[str, object] = {}
-        if method == "mutex_watershed":
-            params["strides"] = self.strides.value()
-        elif method == "hdbscan":
-            params["min_cluster_size"] = self.min_cluster_size.value()
-        elif method == "consistency":
-            params["iou_threshold"] = self.iou_threshold.value()
+        params = {name: box.value() for name, box in self.method_settings[method].items()}
         return SegmentConfig(
             method=method,
             foreground=self.foreground.currentText(),
@@ -115,6 +109,19 @@ class SegmentSettings(QWidget):
             min_size=self.min_size.value(),
             params=params,
         )
+
+
+def _setting_box(setting: MethodSetting) -> QAbstractSpinBox:
+    """Make a spin box with the setting's range, step, default and tooltip."""
+    if isinstance(setting.default, int):
+        box = QSpinBox()
+        box.setRange(int(setting.low), int(setting.high))
+        box.setSingleStep(int(setting.step))
+        box.setValue(setting.default)
+    else:
+        box = _double(setting.default, setting.low, setting.high, setting.step)
+    box.setToolTip(setting.tooltip)
+    return box
 
 
 def _double(value: float, low: float, high: float, step: float) -> QDoubleSpinBox:

@@ -177,6 +177,8 @@ class TrainSection(QWidget):
                 f"{data.axes.spatial_dims}D images."
             )
             checkpoint = None
+            self.settings.follow_recipe(fine_tune=False)
+            config = replace(config, iterations=self.settings.iterations.value())
         elif checkpoint is not None:
             _check_model_fits(checkpoint.config.model, data, "loaded model", "choose a new network")
         device = self.settings.device_box.currentText()
@@ -335,6 +337,9 @@ class TrainSection(QWidget):
         elif self.state.trainer is None:
             self.settings.show_model(None)
         trainer = self.state.trainer
+        self.settings.follow_recipe(
+            fine_tune=trainer is not None or self.state.loaded_checkpoint is not None
+        )
         if trainer is None and self.state.loaded_checkpoint is None:
             self.status.setText("No model yet: the next training starts a new network.")
         elif trainer is None and builtin is not None:
@@ -360,16 +365,17 @@ class TrainSection(QWidget):
 
 
 def _fits(model: ModelConfig, data: TrainingData) -> bool:
-    return (model.spatial_dims, model.in_channels) == (data.axes.spatial_dims, data.channels)
+    return model.reads(data.axes.spatial_dims, data.channels)
 
 
 def _check_model_fits(model: ModelConfig, data: TrainingData, which: str, remedy: str) -> None:
     """Refuse images whose dimensionality or channel count the model cannot read."""
-    if not _fits(model, data):
-        raise ValueError(
-            f"The {which} reads {model.in_channels}-channel {model.spatial_dims}D images, "
-            f"these are {data.channels}-channel {data.axes.spatial_dims}D: {remedy}."
+    try:
+        model.check_reads(
+            data.axes.spatial_dims, data.channels, what="these images", model=f"The {which}"
         )
+    except ValueError as error:
+        raise ValueError(f"{error}: {remedy}.") from None
 
 
 def _duration(seconds: float) -> str:

@@ -26,6 +26,7 @@ from ..core.config import (
 )
 from ..core.device import available_devices
 from ..core.pretrained import BUILTIN_MODELS
+from ..core.recipe import default_iterations
 from ._state import TrainingData
 from ._tooltips import TOOLTIPS
 
@@ -70,7 +71,9 @@ class TrainSettings(QWidget):
         self.size_box.setCurrentIndex(0)
         self.device_box = QComboBox()
         self.device_box.addItems(available_devices())
-        self.iterations = _spin(500, 1, 1_000_000, step=100)
+        # Starts on the built-in generalist (the first choice): a fine-tuning run.
+        self._recipe_iterations = default_iterations(fine_tune=True)
+        self.iterations = _spin(self._recipe_iterations, 1, 1_000_000, step=50)
         self.learning_rate = _spin(0, 0, 1, decimals=5, step=1e-4)
         self.learning_rate.setSpecialValueText("auto")
         self.object_diameter = _spin(0, 0, 10_000, decimals=1)
@@ -179,6 +182,12 @@ class TrainSettings(QWidget):
             object_scale=self.object_scale(data),
             seed=self.seed.value(),
         )
+
+    def follow_recipe(self, *, fine_tune: bool) -> None:
+        """Set the iterations to the recipe's for this start, unless the user changed them."""
+        if self.iterations.value() == self._recipe_iterations:
+            self.iterations.setValue(default_iterations(fine_tune))
+        self._recipe_iterations = default_iterations(fine_tune)
 
     def network_size(self) -> str:
         """Size preset of a new network ("medium" while a model file is chosen)."""
