@@ -491,7 +491,7 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = plt.subplots(figsize=(9, 4.5))
     colours: dict[str, str] = {}
     for variant in dict.fromkeys(s["variant"] for s in summary):
         sweep = [s for s in summary if s["variant"] == variant and s["setting"].startswith("p=")]
@@ -519,7 +519,7 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     axes.set_ylim(0, 1)
     axes.set_title(textwrap.fill(title, 110), fontsize=8)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, ncol=2)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over data
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

@@ -2,7 +2,7 @@
 
 Usage (needs a display; on a headless machine run it on a virtual one)::
 
-    xvfb-run -a -s "-screen 0 1600x1200x24" python docs/make_screenshots.py [--iterations 300]
+    xvfb-run -a -s "-screen 0 1600x1200x24" python docs/make_screenshots.py [--iterations N]
 
 Writes docs/images/tutorial_*.png: the same steps as docs/tutorial.md, on the
 bundled 2D nuclei sample, with a tenth of the nuclei and a few background
@@ -56,12 +56,12 @@ def _wait(signal) -> None:
 def main() -> None:
     """Open the sample, run the tutorial's steps and save one screenshot per step."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--iterations", type=int, help="default: the panel's")
     args = parser.parse_args()
     IMAGES.mkdir(exist_ok=True)
     image, truth = load_nuclei_2d()
     viewer = napari.Viewer(title="napari-spoco tutorial")
-    viewer.window._qt_window.resize(1500, 1000)
+    viewer.window.resize(1500, 1000)
     viewer.add_image(image, name="nuclei")
     viewer.add_labels(truth, name="ground truth", visible=False)
     _, panel = viewer.window.add_plugin_dock_widget("napari-spoco", "SPOCO")
@@ -74,7 +74,9 @@ def main() -> None:
     _show_only(panel, "1")
     _shoot(viewer, "annotate")
 
-    panel.train.settings.iterations.setValue(args.iterations)
+    if args.iterations is not None:
+        panel.train.settings.iterations.setValue(args.iterations)
+    iterations = panel.train.settings.iterations.value()
     panel.train.settings.segment_when_done.setChecked(False)
     _show_only(panel, "2")
     panel.train.start()
@@ -82,7 +84,8 @@ def main() -> None:
     panel.train.plot.canvas.draw()
 
     def midway(update) -> None:
-        if update.record.step >= args.iterations // 2 and "nuclei preview" in viewer.layers:
+        done = update.record.step - panel.state.trainer.run_start_step
+        if done >= iterations // 2 and "nuclei preview" in viewer.layers:
             loop.quit()
 
     panel.train.worker.yielded.connect(midway)

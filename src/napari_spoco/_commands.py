@@ -519,11 +519,8 @@ def _predict_whole(args, checkpoint, networks, image, out, name, config, channel
     options = {"loss": checkpoint.config.loss, "object_scale": scale,
                "channel_axis": channel_axis, "tile_shape": args.tile}  # fmt: skip
     prediction = predict_image(network, image, **options)
-    teacher_embeddings = None if teacher is None else predict_image(teacher, image, **options)
-    instances = segment_prediction(
-        prediction, config,
-        teacher=None if teacher_embeddings is None else teacher_embeddings.embeddings,
-    )  # fmt: skip
+    teacher_view = None if teacher is None else predict_image(teacher, image, **options).embeddings
+    instances = segment_prediction(prediction, config, teacher=teacher_view)
     if args.embeddings:
         write_prediction(out / f"{name}_embeddings.zarr", prediction)
     write_tiff(out / f"{name}_instances.tif", instances)

@@ -93,7 +93,7 @@ def run_demo(
     viewer.add_image(image, name="nuclei")
     viewer.add_labels(truth, name="ground truth", visible=False)
     _, panel = viewer.window.add_plugin_dock_widget("napari-spoco", "SPOCO")
-    viewer.window._qt_window.resize(1500, 1000)
+    viewer.window.resize(1500, 1000)
     viewer.reset_view()
     panel.annotate.image_box.set_layer(viewer.layers["nuclei"])
     if device != "auto":

@@ -265,7 +265,7 @@ class SegmentSection(QWidget):
             return None
         teachers = self._teachers.get(layer.name, [])
         if CLUSTERING_METHODS[config.method].needs_teacher and any(t is None for t in teachers):
-            show_info("Consistency clustering needs the teacher: press Segment again.")
+            show_info(f"{config.method} clustering needs the teacher: press Segment again.")
             return None
         cached = self.state.predictions[layer.name]
         self._set_busy(True)
