@@ -254,7 +254,7 @@ def test_the_generalist_is_the_default_and_segments_before_anything_is_painted(p
     with qtbot.waitSignal(panel.segment.segmented, timeout=120_000):
         panel.segment.predict_button.click()
     instances = np.asarray(panel.viewer.layers["nuclei instances"].data)
-    assert average_precision(truth, instances) >= 0.6  # 0.65 measured; the target 0.7 is missed
+    assert average_precision(truth, instances) >= 0.64  # 0.655 measured; the target 0.7 is missed
     # A new network replaces it, and choosing it again brings it back. The iterations
     # follow the recipe (150 fine-tuning, 1000 new), until the user sets them.
     assert settings.iterations.value() == 150
