@@ -53,6 +53,8 @@ from accuracy import (  # noqa: E402
     update_docs,
 )
 
+from napari_spoco.core.clustering_methods import METHODS  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 #: SPOCO runs by arm name: where training starts, and the candidate changes for touching
 #: objects (issue "Objects that are not nuclei"), each measured against the product.
@@ -107,9 +109,9 @@ def _iou(mask: np.ndarray, truth: np.ndarray) -> float:
     return float(np.logical_and(mask, truth).sum() / union) if union else 1.0
 
 
-def score_spoco(trainer, test: list, scale: float, seed: int) -> dict:  # noqa: ANN001
+def score_spoco(trainer, test: list, scale: float, seed: int, methods: list[str]) -> dict:  # noqa: ANN001
     """Every stage's score on the test images, at the work scale, scored at full resolution."""
-    from napari_spoco.core.clustering import METHODS, segment
+    from napari_spoco.core.clustering import segment
     from napari_spoco.core.config import SegmentConfig
     from napari_spoco.core.inference import predict, segment_prediction
     from napari_spoco.core.metrics import evaluate
@@ -125,7 +127,7 @@ def score_spoco(trainer, test: list, scale: float, seed: int) -> dict:  # noqa: 
             return _baselines.to_full_resolution(instances, truth.shape)
 
         scores = {}
-        for method in METHODS:
+        for method in dict.fromkeys([SegmentConfig().method, *methods]):  # the default first
             instances = full(
                 segment_prediction(
                     prediction, SegmentConfig(method=method), teacher=teacher, seed=seed
@@ -161,7 +163,7 @@ def run_spoco(arm: str, annotation: Annotation, train: list, test: list, args) -
             continue
         trained, steps = elapsed, trainer.step - (start.step if start else 0)
         scored = time.perf_counter()
-        scores = score_spoco(trainer, test, scale, annotation.seed)
+        scores = score_spoco(trainer, test, scale, annotation.seed, args.methods)
         rows.append(
             {
                 "variant": f"{arm} {marks.pop(0):g} min",
@@ -243,8 +245,6 @@ def table(summary: list[dict], methods: tuple[str, ...]) -> tuple[list[str], lis
 
 def main(argv: list[str] | None = None) -> int:
     """Run every (annotation, seed, method), print the table, write JSON and docs."""
-    from napari_spoco.core.clustering import METHODS
-
     args = _parse(argv)
     import torch
 
@@ -259,13 +259,20 @@ def main(argv: list[str] | None = None) -> int:
                 rows += run_spoco(arm, annotation, train, test, args)
             rows += [run_baseline(m, annotation, train, test, args) for m in ("rf", "otsu")]
     wall = time.perf_counter() - started
-    keys = (*SCORES, "objects", "fit_seconds", "steps", *STAGES, *(f"ap50_{m}" for m in METHODS))
+    keys = (
+        *SCORES,
+        "objects",
+        "fit_seconds",
+        "steps",
+        *STAGES,
+        *(f"ap50_{m}" for m in args.methods),
+    )
     groups = [
         [r for r in rows if all(k in r for k in keys)],
         [r for r in rows if "fg_iou" not in r],
     ]
     summary = summarise(groups[0], keys) + summarise(groups[1], (*SCORES, "steps"))
-    columns, body = table(summary, METHODS)
+    columns, body = table(summary, tuple(args.methods))
     print(f"\nmean ± sd over seeds {args.seeds}; wall time {wall / 60:.1f} min")
     print_table(columns, body)
     write_json(
@@ -294,6 +301,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--arms", nargs="+", default=["scratch", "nuclei"], choices=SPOCO_ARMS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--minutes", type=float, nargs="+", default=[2.0, 5.0])
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=METHODS,
+        help="clustering methods scored end to end (mean shift can take minutes per image "
+        "on a briefly trained network)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--trees", type=int, default=100, help="random-forest trees")
