@@ -732,6 +732,12 @@ def test_train_defaults_follow_the_recipe_and_measure_the_painted_objects(tmp_pa
     assert main([*train, "--from", "scratch"]) == 0
     assert [config.iterations for config in configs] == [150, 1000]
     assert all(0.2 < config.object_scale < 0.3 for config in configs)  # 24 px / 100 px
+    # The two discs do not touch: the ring of negatives stays, unless the user says they do.
+    assert main([*train, "--objects-touch", "yes"]) == 0
+    assert [config.loss.ring_width for config in configs] == [2, 2, 0]
+    labels[70:90, 130:140] = 3  # painted against disc 1: now painted objects share a border
+    tifffile.imwrite(tmp_path / "big_ann.tif", labels)
+    assert main(train) == 0 and configs[-1].loss.ring_width == 0
 
 
 # --------------------------------------------------------------------------- nothing lost

@@ -172,7 +172,7 @@ def _train_config(args, dims, channels, checkpoint, pretraining, labels):
 
     from .core.annotation import object_scale_from_annotations
     from .core.config import DEFAULT_PATCH_SHAPE, LossConfig, TrainConfig, model_config_for
-    from .core.recipe import default_iterations
+    from .core.recipe import default_iterations, ring_width
     from .core.training import pretraining_loss
 
     if checkpoint is not None:
@@ -201,7 +201,9 @@ def _train_config(args, dims, channels, checkpoint, pretraining, labels):
         loss = pretraining_loss(loss)
     else:
         extensions = {n: getattr(args, n) for n in _EXTENSION_FLAGS if getattr(args, n) is not None}
-        loss = replace(loss, background_id=args.background_id, **extensions)
+        touch = {"auto": None, "yes": True, "no": False}[args.objects_touch]
+        ring = ring_width(labels, background_id=args.background_id, objects_touch=touch)
+        loss = replace(loss, background_id=args.background_id, ring_width=ring, **extensions)
     if dense:
         # Dense labels leave no unannotated pixel, where the consistency term acts.
         loss = replace(loss, sparse=False, consistency_weight=0.0)

@@ -85,6 +85,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--background-id", type=int, metavar="ID",
         help="label value of background scribbles (default: none)",
     )  # fmt: skip
+    train.add_argument(
+        "--objects-touch", choices=("auto", "yes", "no"), default="auto",
+        help="whether objects touch, so that pixels next to a painted object may be another "
+        "object, not background (default: auto, from painted objects that share a border)",
+    )  # fmt: skip
     _add_extensions(train)
     train.set_defaults(handler=run.train)
 

@@ -50,3 +50,24 @@ def test_keep_fraction_of_objects_keeps_whole_objects():
     assert len(ids) == 3
     for i in ids:
         assert (kept == i).sum() == (labels == i).sum()
+
+
+def test_touching_painted_objects_are_detected_and_drop_the_ring_of_negatives():
+    from napari_spoco.core.annotation import touching_fraction
+    from napari_spoco.core.config import LossConfig
+    from napari_spoco.core.recipe import ring_width
+
+    apart = np.zeros((12, 12), int)
+    apart[2:5, 2:5], apart[7:10, 7:10] = 1, 2
+    touching = apart.copy()
+    touching[2:5, 5:8] = 3  # shares a border with object 1: 2 of 3 objects touch
+    strokes = apart.copy()
+    strokes[2:5, 5:8] = 9  # a background stroke next to an object is not an object
+    assert touching_fraction([apart]) == 0 and touching_fraction([touching]) == 2 / 3
+    assert touching_fraction([apart, touching]) == 2 / 5
+    assert touching_fraction([strokes], background_id=9) == 0
+    assert touching_fraction([touching[None]]) == 2 / 3  # 3D: any axis counts
+    assert ring_width([apart]) == LossConfig.ring_width and ring_width([touching]) == 0
+    assert ring_width([apart, touching]) == LossConfig.ring_width  # 2 of 5: below half
+    assert ring_width([apart], objects_touch=True) == 0
+    assert ring_width([touching], objects_touch=False) == LossConfig.ring_width

@@ -176,6 +176,13 @@ def test_advanced_settings_reach_the_training_config(panel, paint):
     assert config.model.bottleneck_projection and config.model.foreground_head
     assert config.loss.delta_d == 2.5 and config.patch_shape == (96, 96)
     assert config.object_scale == 0.5 and config.loss.background_id == data.background_id
+    # The painted nuclei lie apart: the ring stays; "Objects touch: yes" or a width set by
+    # hand wins over the painting.
+    assert config.loss.ring_width == 2
+    settings.objects_touch.setCurrentText("yes")
+    assert settings.build_config(data).loss.ring_width == 0
+    settings.ring_width.setValue(5)
+    assert settings.build_config(data).loss.ring_width == 5
 
 
 def test_every_loss_term_has_a_weight_box_and_a_curve(panel):

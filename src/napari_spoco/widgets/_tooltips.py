@@ -60,8 +60,13 @@ TOOLTIPS: dict[str, str] = {
     "foreground_weight": "Weight of the foreground head (objects vs background).",
     "distance_weight": "Weight of the inner-distance head (object centres vs borders).",
     "ring_width": (
-        "Pixels around each annotated object treated as background by the heads. "
-        "Set 0 when objects touch everywhere (tissue)."
+        "Pixels around each annotated object treated as background by the heads. 'auto': "
+        "2, or 0 when objects touch (see 'Objects touch')."
+    ),
+    "objects_touch": (
+        "Whether your objects touch each other (cells in a sheet, tissue). Then the pixels "
+        "next to a painted object may be another object, and are not taught as background. "
+        "'auto' decides from your painting: painted objects that share a border."
     ),
     "seed": "Random seed: the same seed and settings give the same training.",
     "triplet_weight": (

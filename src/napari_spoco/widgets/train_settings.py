@@ -26,7 +26,7 @@ from ..core.config import (
 )
 from ..core.device import available_devices
 from ..core.pretrained import BUILTIN_MODELS
-from ..core.recipe import default_iterations
+from ..core.recipe import default_iterations, ring_width
 from ._state import TrainingData
 from ._tooltips import TOOLTIPS
 
@@ -34,6 +34,9 @@ __all__ = ["FROM_FILE", "TrainSettings"]
 
 #: Network choice that asks for a model file to fine-tune.
 FROM_FILE = "fine-tune a model file…"
+
+#: Choices of "Objects touch": decide from the painting, or say so.
+_OBJECTS_TOUCH = {"auto (from the painting)": None, "yes": True, "no": False}
 
 #: A weight box per loss term, from the core's one list of them.
 _WEIGHTS = tuple(f"{term}_weight" for term in ALL_LOSS_TERMS)
@@ -78,6 +81,8 @@ class TrainSettings(QWidget):
         self.learning_rate.setSpecialValueText("auto")
         self.object_diameter = _spin(0, 0, 10_000, decimals=1)
         self.object_diameter.setSpecialValueText("auto")
+        self.objects_touch = QComboBox()
+        self.objects_touch.addItems(list(_OBJECTS_TOUCH))
         self.preview_every = _spin(5, 0, 600, decimals=1)
         self.segment_when_done = QCheckBox("Segment the image when training ends")
         self.segment_when_done.setChecked(True)
@@ -88,6 +93,7 @@ class TrainSettings(QWidget):
             ("Iterations", "iterations", self.iterations),
             ("Learning rate", "learning_rate", self.learning_rate),
             ("Object diameter", "object_diameter", self.object_diameter),
+            ("Objects touch", "objects_touch", self.objects_touch),
             ("Preview every (s)", "preview_every", self.preview_every),
         ):
             basic.addRow(label, widget)
@@ -102,7 +108,8 @@ class TrainSettings(QWidget):
         self.delta_d = _spin(defaults.delta_d, 0.1, 20, decimals=2, step=0.1)
         self.kernel_threshold = _spin(defaults.kernel_threshold, 0.01, 0.99, decimals=2, step=0.05)
         self.ema_momentum = _spin(TrainConfig.ema_momentum, 0, 0.9999, decimals=4, step=0.001)
-        self.ring_width = _spin(defaults.ring_width, 0, 50)
+        self.ring_width = _spin(-1, -1, 50)
+        self.ring_width.setSpecialValueText("auto")
         self.seed = _spin(0, 0, 2**31 - 1)
         self.triplet_on = QComboBox()
         self.triplet_on.addItems(["embedding", "bottleneck"])
@@ -162,7 +169,7 @@ class TrainSettings(QWidget):
             delta_d=self.delta_d.value(),
             kernel_threshold=self.kernel_threshold.value(),
             background_id=data.background_id,
-            ring_width=self.ring_width.value(),
+            ring_width=self.ring(data),
             triplet_on=self.triplet_on.currentText(),
             dispersive_tau=self.dispersive_tau.value(),
             **{name: box.value() for name, box in self.weights.items()},
@@ -215,6 +222,16 @@ class TrainSettings(QWidget):
         self.size_box.blockSignals(True)
         self.size_box.setCurrentText(shown or new_network)
         self.size_box.blockSignals(False)
+
+    def ring(self, data: TrainingData) -> int:
+        """Ring of negatives around painted objects: the box's value, or the recipe's when auto."""
+        if self.ring_width.value() >= 0:
+            return self.ring_width.value()
+        return ring_width(
+            data.annotations,
+            background_id=data.background_id,
+            objects_touch=_OBJECTS_TOUCH[self.objects_touch.currentText()],
+        )
 
     def object_scale(self, data: TrainingData) -> float:
         """Resize factor from the diameter setting, or from the annotated objects when auto."""
