@@ -258,6 +258,13 @@ def test_predict_segment_and_evaluate(data, tmp_path, capsys):
     assert rows[0].startswith("image,sbd,abs_dic,ap50,map,arand") and len(rows) == 4
 
 
+def test_an_unknown_device_gives_one_line(data, tmp_path, capsys):
+    argv = ["predict", "--model", str(data / "model.pt"), "--images", str(data / "C.tif"),
+            "--out", str(tmp_path / "o"), "--device", "foo"]  # fmt: skip
+    assert "unknown device 'foo'" in _error(capsys, argv, "predict")
+    assert not (tmp_path / "o").exists()
+
+
 def test_every_clustering_method_and_its_settings_are_offered(capsys):
     from napari_spoco.core.clustering_methods import CLUSTERING_METHODS
 

@@ -160,6 +160,8 @@ def test_devices():
     assert resolve_device(None) == torch.device(available_devices()[0])
     with pytest.raises(ValueError, match="not available"):
         resolve_device("cuda:7")
+    with pytest.raises(ValueError, match="unknown device 'foo'; choose one of"):
+        resolve_device("foo")
 
 
 def test_multichannel_images_train_with_a_matching_network(blobs):

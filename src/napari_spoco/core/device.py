@@ -35,7 +35,12 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     """
     if name is None or name == "auto":
         return torch.device(available_devices()[0])
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message for "foo" is a long list of device types
+        raise ValueError(
+            f"unknown device {str(name)!r}; choose one of {available_devices()}"
+        ) from None
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda:0")
     if str(device) not in available_devices():
