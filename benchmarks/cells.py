@@ -53,7 +53,7 @@ from accuracy import (  # noqa: E402
     update_docs,
 )
 
-from napari_spoco.core.clustering_methods import METHODS  # noqa: E402
+from napari_spoco.core.clustering_methods import CLUSTERING_METHODS, METHODS  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 #: SPOCO runs by arm name: where training starts, and the candidate changes for touching
@@ -117,11 +117,12 @@ def score_spoco(trainer, test: list, scale: float, seed: int, methods: list[str]
     from napari_spoco.core.metrics import evaluate
 
     loss = trainer.config.loss
+    needs_teacher = any(CLUSTERING_METHODS[m].needs_teacher for m in methods)
     per_image = []
     for image, truth in test:
         work = _baselines.work_image(image, scale)
         prediction = predict(trainer.model, work, loss=loss)
-        teacher = predict(trainer.teacher, work, loss=loss).embeddings
+        teacher = predict(trainer.teacher, work, loss=loss).embeddings if needs_teacher else None
 
         def full(instances: np.ndarray, truth: np.ndarray = truth) -> np.ndarray:
             return _baselines.to_full_resolution(instances, truth.shape)
