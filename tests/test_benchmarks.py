@@ -139,3 +139,20 @@ def test_cells_scores_every_stage_at_every_mark_on_a_usiigaci_like_folder(tmp_pa
     assert all(0 <= r["fg_iou"] <= 1 and 0 <= r["separation"] <= 1 for r in spoco)
     assert {r["variant"] for r in report["results"]} >= {"rf", "otsu", "nuclei 0.04 min"}
     assert all("ap50_hdbscan" in r for r in spoco)
+
+
+def _die_without_a_result(queue):  # noqa: ARG001 (the child's queue, never filled)
+    import os
+
+    os._exit(3)
+
+
+def test_a_benchmark_child_that_dies_is_reported_not_awaited():
+    """A child process that dies must fail the benchmark, not hang it for the CI's timeout."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from clustering_speed import in_fresh_process
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    with pytest.raises(RuntimeError, match="exited with code 3 and no result"):
+        in_fresh_process(_die_without_a_result, timeout=120)

@@ -265,6 +265,38 @@ def test_an_unknown_device_gives_one_line(data, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_model_files_are_known_by_content_and_checked_when_opened(data, tmp_path, capsys):
+    import shutil
+
+    for name in ("renamed.pth", "renamed.PT"):  # a valid model under another name
+        shutil.copy(data / "model.pt", tmp_path / name)
+        argv = ["predict", "--model", str(tmp_path / name), "--images", str(data / "C.tif"),
+                "--out", str(tmp_path / name.replace(".", "_"))]  # fmt: skip
+        assert main(argv) == 0
+    payload = torch.load(data / "model.pt", weights_only=True)
+    payload["config"]["model"]["base_features"] *= 2  # settings no longer fit the weights
+    torch.save(payload, tmp_path / "mismatch.pt")
+    argv = ["predict", "--model", str(tmp_path / "mismatch.pt"), "--images", str(data / "C.tif"),
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    line = _error(capsys, argv, "predict")
+    assert "mismatch.pt" in line and "weights do not fit its network settings" in line
+
+
+def test_an_unwritable_output_is_refused_before_training(data, tmp_path, capsys, monkeypatch):
+    import os
+
+    from napari_spoco.core import training
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    # Tests run as root, who may write anywhere: the folder is locked by os.access.
+    monkeypatch.setattr(os, "access", lambda path, mode: str(path) != str(folder))
+    monkeypatch.setattr(training.Trainer, "run", lambda *a, **k: pytest.fail("training started"))
+    argv = ["train", "--images", str(data / "A.tif"), "--labels", str(data / "A_ann.tif"),
+            "--out", str(folder / "m.pt")]  # fmt: skip
+    assert f"{folder} is not writable" in _error(capsys, argv, "train")
+
+
 def test_every_clustering_method_and_its_settings_are_offered(capsys):
     from napari_spoco.core.clustering_methods import CLUSTERING_METHODS
 

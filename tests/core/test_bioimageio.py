@@ -76,3 +76,19 @@ def test_import_refuses_files_that_are_not_napari_spoco_packages(checkpoint, tmp
         import_bioimageio(tmp_path / "junk.zip")
     save_checkpoint(tmp_path / "model.pt", checkpoint)
     assert load_checkpoint_or_package(tmp_path / "model.pt").step == 7
+
+
+def test_import_explains_a_package_whose_weights_are_a_url(checkpoint, blobs, tmp_path):
+    import zipfile
+
+    import yaml
+
+    package = export_bioimageio(checkpoint, tmp_path / "m.zip", test_image=blobs[0], validate=False)
+    folder = tmp_path / "unpacked"
+    zipfile.ZipFile(package).extractall(folder)
+    description = next(folder.glob("*.yaml"))
+    rdf = yaml.safe_load(description.read_text())
+    rdf["weights"]["pytorch_state_dict"]["source"] = "https://example.org/weights.pt"
+    description.write_text(yaml.safe_dump(rdf))
+    with pytest.raises(ValueError, match="refers to weights at https://example.org/weights.pt"):
+        load_checkpoint_or_package(description)

@@ -1,5 +1,7 @@
 """The panel as napari shows it: plugin menu, tooltips, image kinds, closing."""
 
+import tempfile
+
 import numpy as np
 import pytest
 from qtpy.QtCore import QThreadPool
@@ -60,6 +62,30 @@ def test_closing_the_viewer_stops_training(make_napari_viewer, paint, qtbot):
     step = trainer.step
     qtbot.wait(500)
     assert trainer.step == step < 100_000  # stopped, not running on in the background
+
+
+def test_closing_waits_for_our_workers_only(panel, paint, qtbot):
+    """Another plugin's job in napari's thread pool must not hold up closing the panel."""
+    import threading
+
+    from napari.qt.threading import thread_worker
+
+    release = threading.Event()
+    foreign = thread_worker(lambda: release.wait(60))()
+    foreign.start()
+    qtbot.waitUntil(lambda: foreign.is_running, timeout=10_000)
+    paint(panel)
+    panel.train.settings.iterations.setValue(100_000)
+    panel.train.train_button.click()
+    qtbot.waitUntil(lambda: panel.state.trainer.step >= 1, timeout=60_000)
+    ours = panel.train.worker
+    try:
+        assert panel.stop_workers(timeout_ms=30_000)
+        assert not ours.is_running
+        assert foreign.is_running  # not waited for: it would have run for up to 60 s
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: not foreign.is_running, timeout=10_000)
 
 
 def _annotate(panel, layer_name, labels):
@@ -154,11 +180,22 @@ def test_large_images_are_segmented_block_wise_and_shown_lazily(
     )
     assert panel.files.load_model(path)
     monkeypatch.setattr(bigdata, "LARGE_IMAGE_PIXELS", 256 * 256)  # the 512² sample counts as large
+    scratch = tmp_path / "system-temp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     with qtbot.waitSignal(panel.segment.segmented, timeout=120_000):
         panel.segment.predict()
     layer = panel.viewer.layers["nuclei instances"]
     assert isinstance(layer.data, da.Array) and layer.data.shape == (512, 512)
     assert "block-wise" in panel.segment.status.text()
+    first = list(scratch.iterdir())
+    assert len(first) == 1 and (first[0] / "instances.zarr").is_dir()
+    with qtbot.waitSignal(panel.segment.segmented, timeout=120_000):
+        panel.segment.predict()
+    second = list(scratch.iterdir())
+    assert len(second) == 1 and second != first  # the layer no longer reads the first result
+    panel.viewer.layers.remove(layer)
+    assert not any(scratch.iterdir())  # nothing left behind in the system's temp folder
 
 
 def test_advanced_settings_reach_the_training_config(panel, paint):

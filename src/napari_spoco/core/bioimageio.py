@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,13 +65,32 @@ def spoco_network(**settings: Any) -> EmbeddingUNet:
 
 
 def load_checkpoint_or_package(path: str | os.PathLike) -> Checkpoint:
-    """Read a napari-spoco model file (``.pt``) or a bioimage.io package (zip, rdf.yaml, folder)."""
+    """Read a napari-spoco model file or a bioimage.io package (zip, rdf.yaml, folder).
+
+    Which one it is comes from the content, not the name: a model file renamed
+    ``.pth`` or ``.PT`` still opens as one.
+    """
     path = Path(path)
-    if path.suffix == ".pt":
-        return load_checkpoint(path)
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
+    if _is_torch_file(path):
+        return load_checkpoint(path)
     return import_bioimageio(path)
+
+
+def _is_torch_file(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.save`` file rather than a bioimage.io package.
+
+    ``torch.save`` writes a zip holding ``<name>/data.pkl``; a package is a
+    folder, a YAML description or a zip holding one. Any other file goes to
+    the model file reader, whose message says it is not a model.
+    """
+    if path.is_dir() or path.suffix.lower() in (".yaml", ".yml"):
+        return False
+    if not zipfile.is_zipfile(path):
+        return True
+    with zipfile.ZipFile(path) as archive:
+        return any(name.rpartition("/")[2] == "data.pkl" for name in archive.namelist())
 
 
 def export_bioimageio(
@@ -155,7 +175,7 @@ def import_bioimageio(source: str | os.PathLike) -> Checkpoint:
         If ``source`` is not a valid bioimage.io model or not a napari-spoco one.
     """
     from bioimageio.spec import InvalidDescr, load_model_description
-    from bioimageio.spec._internal.io import get_reader
+    from bioimageio.spec.utils import get_reader
 
     descr = load_model_description(Path(source), perform_io_checks=False)
     if isinstance(descr, InvalidDescr):
@@ -165,6 +185,11 @@ def import_bioimageio(source: str | os.PathLike) -> Checkpoint:
     if settings is None or weights is None or weights.architecture.callable != "spoco_network":
         raise ValueError(
             f"{source} is a bioimage.io model, but not a napari-spoco one (no {CONFIG_KEY} config)"
+        )
+    if str(weights.source).startswith(("http://", "https://")):
+        raise ValueError(
+            f"{source} refers to weights at {weights.source}; napari-spoco opens only "
+            "packages that hold their weights (download the package's zip)"
         )
     try:
         buffer = io.BytesIO(get_reader(weights).read())

@@ -105,7 +105,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f"(format {payload['version']}); please upgrade"
         )
     try:
-        return Checkpoint(
+        checkpoint = Checkpoint(
             config=config_from_dict(payload["config"]),
             model_state=payload["model_state"],
             teacher_state=payload.get("teacher_state"),
@@ -115,8 +115,26 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             normalization=dict(payload.get("normalization", {})),
             run_start_step=int(payload.get("run_start_step", 0)),
         )
+        _check_weights_fit(checkpoint)
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path} is a damaged napari-spoco model file: {error}") from error
+    return checkpoint
+
+
+def _check_weights_fit(checkpoint: Checkpoint) -> None:
+    """Refuse weights that do not fit the network their settings describe, when opening.
+
+    Found later, the mismatch would be torch's multi-line RuntimeError at the first use.
+    """
+    network = build_model(checkpoint.config.model)
+    for name, state in (("weights", checkpoint.model_state), ("teacher", checkpoint.teacher_state)):
+        if state is None:
+            continue
+        try:
+            network.load_state_dict(state)
+        except RuntimeError as error:
+            reason = " ".join(str(error).split())[:200]
+            raise ValueError(f"its {name} do not fit its network settings ({reason})") from None
 
 
 def network_from_checkpoint(

@@ -43,17 +43,15 @@ def predict_job(model, teacher, config, frames, channel_axis, device, report, pa
     return results
 
 
-def blockwise_job(checkpoint, image, config, channel_axis, device, report):  # noqa: ANN001
+def blockwise_job(checkpoint, image, config, channel_axis, device, report, folder):  # noqa: ANN001
     """Worker body for images above :data:`~napari_spoco.bigdata.LARGE_IMAGE_PIXELS`.
 
-    Predicts and clusters block by block into a zarr store on disk, so neither
-    the image nor the result has to fit in memory; returns the zarr array.
+    Predicts and clusters block by block into a zarr store in ``folder``, so
+    neither the image nor the result has to fit in memory; returns the zarr array.
     """
-    import tempfile
-
     from ..bigdata import segment_blockwise
 
-    out = Path(tempfile.mkdtemp(prefix="napari-spoco-")) / "instances.zarr"
+    out = Path(folder) / "instances.zarr"
     return segment_blockwise(
         checkpoint, image, segment_config=config, channel_axis=channel_axis, out=out,
         device=device, progress=report,

@@ -98,7 +98,10 @@ class FilesSection(QWidget):
         path = (
             path
             or QFileDialog.getOpenFileName(
-                self, "Load model", "", "Model (*.pt);;bioimage.io package (*.zip *.yaml)"
+                self,
+                "Load model",
+                "",
+                "Model (*.pt *.pth);;bioimage.io package (*.zip *.yaml);;All files (*)",
             )[0]
         )
         if not path:

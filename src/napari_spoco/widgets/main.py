@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -81,13 +82,29 @@ class SpocoWidget(QWidget):
         if pair is not None:
             self.segment.image_box.set_layer(pair.image)
 
-    def stop_workers(self, timeout_ms: int = 10_000) -> None:
-        """Stop training and background jobs and wait for their threads to end."""
+    def stop_workers(self, timeout_ms: int = 10_000) -> bool:
+        """Stop training and this panel's jobs, and wait for their threads; True if all ended.
+
+        Only our own workers are waited for: napari's global thread pool also
+        runs other plugins' and napari's jobs, which are not ours to wait on.
+        """
         if self.state.trainer is not None:
             self.state.trainer.request_stop()
+        pool = QThreadPool.globalInstance()
+        running = []
         for worker in list(self.state.workers):
             worker.quit()
-        QThreadPool.globalInstance().waitForDone(timeout_ms)
+            try:
+                if not pool.tryTake(worker):  # a queued job is dropped, a running one awaited
+                    running.append(worker)
+            except RuntimeError:  # a finished job: Qt has already deleted it
+                continue
+        # superqt clears is_running once the job's last signal is sent; polling it
+        # (rather than processing events) keeps a closing panel from re-entering Qt.
+        deadline = time.monotonic() + timeout_ms / 1000
+        while any(w.is_running for w in running) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not any(w.is_running for w in running)
 
     def closeEvent(self, event: object) -> None:  # noqa: N802 (Qt's name)
         """Stop the workers and drop the model when the panel closes."""

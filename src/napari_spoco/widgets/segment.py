@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +39,19 @@ if TYPE_CHECKING:
 
 __all__ = ["SegmentSection"]
 
+#: The temporary folder behind each layer shown lazily from a block-wise result, by the
+#: layer's unique id (the panel may see layers through napari's short-lived proxies). A
+#: folder lives as long as its layer shows it: a new result or removing the layer frees
+#: it, and TemporaryDirectory's own finaliser removes what is left at exit.
+_SCRATCH_OF_LAYER: dict[Any, tempfile.TemporaryDirectory] = {}
+
+
+def _free_scratch(event: Any) -> None:
+    """Remove the folder a removed layer read its data from."""
+    scratch = _SCRATCH_OF_LAYER.pop(event.value.unique_id, None)
+    if scratch is not None:
+        scratch.cleanup()
+
 
 class SegmentSection(QWidget):
     """Predict, cluster and re-cluster; results appear as layers named after the image."""
@@ -49,6 +63,7 @@ class SegmentSection(QWidget):
     ) -> None:
         super().__init__()
         self.viewer, self.state, self.annotate = viewer, state, annotate
+        viewer.layers.events.removed.connect(_free_scratch)
         self.image_box = LayerComboBox(viewer, Image)
         self.scope = QComboBox()
         self.scope.addItems(["current time point", "all time points"])
@@ -180,16 +195,24 @@ class SegmentSection(QWidget):
         self._set_busy(True)
         self._pbar = progress(total=100, desc=f"SPOCO: segmenting {layer.name} block-wise")
         self.status.setText(f"{layer.name} is large: segmenting block by block…")
+        scratch = tempfile.TemporaryDirectory(prefix="napari-spoco-")
+
+        def failed() -> None:
+            scratch.cleanup()
+            self._failed()
+
         worker = start_worker(
             self, blockwise_job, checkpoint, layer.data, segment_config, axes.channel_axis, device,
-            self._report,
-            on_return=lambda result: self._blockwise_done(layer, axes, result),
-            on_error=lambda _: self._failed(),
+            self._report, scratch.name,
+            on_return=lambda result: self._blockwise_done(layer, axes, result, scratch),
+            on_error=lambda _: failed(),
         )  # fmt: skip
         self.state.workers.append(worker)
         return worker
 
-    def _blockwise_done(self, layer: Image, axes: Axes, instances: Any) -> None:
+    def _blockwise_done(
+        self, layer: Image, axes: Axes, instances: Any, scratch: tempfile.TemporaryDirectory
+    ) -> None:
         import dask.array as da
 
         self._close_pbar()
@@ -199,7 +222,12 @@ class SegmentSection(QWidget):
             "translate": layer.translate if layer.rgb else np.asarray(layer.translate)[keep],
         }
         lazy = da.from_zarr(instances)
-        show_layer(self.viewer, f"{layer.name} instances", lazy, "labels", placement=placement)
+        name = f"{layer.name} instances"
+        shown = show_layer(self.viewer, name, lazy, "labels", placement=placement)
+        previous = _SCRATCH_OF_LAYER.get(shown.unique_id)
+        _SCRATCH_OF_LAYER[shown.unique_id] = scratch
+        if previous is not None:  # the layer no longer reads the old result
+            previous.cleanup()
         self.status.setText(
             f"{layer.name}: segmented block-wise; the instances are read from "
             f"{instances.store} as you browse (File > Save Selected Layers keeps them)."
