@@ -256,24 +256,25 @@ def budget_annotations(truth: list[np.ndarray], seed: int) -> list[Annotation]:
 
 
 def spoco_trainer(  # noqa: ANN201
-    variant: Variant, scale: float, args: argparse.Namespace, seed: int, iterations: int
+    variant: Variant, labels: list[np.ndarray], args: argparse.Namespace, seed: int, iterations: int
 ):
-    """The product's Trainer for ``variant`` (network or starting model, loss), and the start."""
-    from napari_spoco.core.config import LossConfig, TrainConfig, model_config_for
+    """The product's Trainer (by the core's recipe) for ``variant`` on ``labels``, and its start.
+
+    Strokes in ``labels`` are :data:`BACKGROUND_ID` when the variant uses them.
+    """
     from napari_spoco.core.pretrained import load_model_source
+    from napari_spoco.core.recipe import train_config
     from napari_spoco.core.training import Trainer
 
     start = load_model_source(variant.start) if variant.start else None
-    config = TrainConfig(
-        model=replace(model_config_for(2, 1, heads=variant.heads), **variant.model),
-        loss=LossConfig(background_id=BACKGROUND_ID if variant.scribbles else None, **variant.loss),
-        iterations=max(iterations, 1),
-        batch_size=args.batch_size,
-        patch_shape=(args.patch, args.patch),
-        object_scale=scale,
-        seed=seed,
-        learning_rate=variant.learning_rate,
-    )
+    config = train_config(
+        labels, spatial_dims=2, channels=1, start=start, heads=variant.heads,
+        background_id=BACKGROUND_ID if variant.scribbles else None, loss=variant.loss,
+        iterations=max(iterations, 1), patch_shape=(args.patch, args.patch),
+        batch_size=args.batch_size, seed=seed, learning_rate=variant.learning_rate,
+    )  # fmt: skip
+    if variant.model:  # an ablation of the new network's outputs
+        config = replace(config, model=replace(config.model, **variant.model))
     return Trainer(config, device="cpu", checkpoint=start), start
 
 
@@ -289,7 +290,9 @@ def _train_spoco(variant: Variant, images, labels, scale, args, seed):  # noqa: 
         seconds = seconds and min(seconds, 5.0)
     if seconds is not None:
         iterations = 100_000  # stopped by the clock; the schedule stays near its peak
-    trainer, start = spoco_trainer(variant, scale, args, seed, iterations)
+    trainer, start = spoco_trainer(variant, labels, args, seed, iterations)
+    # Test images are resized by ``scale``: the product must have trained at the same.
+    assert np.isclose(trainer.config.object_scale, scale), (trainer.config.object_scale, scale)
     config = trainer.config
     segment_config = SegmentConfig(**variant.segment)
     if variant.zero_shot:

@@ -154,7 +154,7 @@ def run_spoco(arm: str, annotation: Annotation, train: list, test: list, args) -
     """Train one arm by the clock; a row per mark of ``args.minutes``."""
     used, labels = annotation.labels(scribbles=True)
     scale = annotation.scale()
-    trainer, start = spoco_trainer(SPOCO_ARMS[arm], scale, args, annotation.seed, 100_000)
+    trainer, start = spoco_trainer(SPOCO_ARMS[arm], labels, args, annotation.seed, 100_000)
     trainer.set_data([train[i][0] for i in used], labels)
     marks, rows, trained = sorted(args.minutes), [], 0.0
     began = time.perf_counter()

@@ -100,9 +100,9 @@ def session(image, truth, test, args, seed: int) -> list[dict]:  # noqa: ANN001
         object_scale_from_annotations,
         simulate_background_scribbles,
     )
-    from napari_spoco.core.config import LossConfig, TrainConfig, model_config_for
     from napari_spoco.core.inference import predict, segment_prediction
     from napari_spoco.core.pretrained import load_model_source
+    from napari_spoco.core.recipe import train_config
     from napari_spoco.core.training import Trainer
 
     total = len(np.unique(truth)) - 1
@@ -111,16 +111,12 @@ def session(image, truth, test, args, seed: int) -> list[dict]:  # noqa: ANN001
     annotation = np.where(strokes & (objects == 0), BACKGROUND_ID, objects).astype(np.int32)
     diameter = median_object_diameter(annotation, background_id=BACKGROUND_ID)
     scale = object_scale_from_annotations([annotation], background_id=BACKGROUND_ID)
-    config = TrainConfig(
-        model=model_config_for(2, 1),
-        loss=LossConfig(background_id=BACKGROUND_ID),
-        iterations=args.steps,
-        batch_size=args.batch_size,
-        patch_shape=(args.patch, args.patch),
-        object_scale=scale,
-        seed=seed,
-    )
     start = load_model_source(args.start) if args.start != "scratch" else None
+    config = train_config(
+        [annotation], spatial_dims=2, channels=1, start=start, background_id=BACKGROUND_ID,
+        iterations=args.steps, patch_shape=(args.patch, args.patch), batch_size=args.batch_size,
+        seed=seed,
+    )  # fmt: skip
     trainer = Trainer(config, device="cpu", checkpoint=start)
     forest_settings = _baselines.ForestSettings(trees=args.trees, threads=args.threads)
     rows, train_seconds = [], 0.0

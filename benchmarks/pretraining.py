@@ -59,7 +59,7 @@ def _config(args: argparse.Namespace, seed: int, iterations: int, *, pretraining
         TrainConfig,
         object_scale_for_diameter,
     )
-    from napari_spoco.core.training import pretraining_loss
+    from napari_spoco.core.recipe import pretraining_loss
 
     loss = pretraining_loss() if pretraining else LossConfig()
     return TrainConfig(

@@ -69,19 +69,10 @@ TRAIN_CASES = {
 
 
 def _product_config(dims: int, steps: int):  # noqa: ANN202
-    from napari_spoco.core.config import (
-        DEFAULT_PATCH_SHAPE,
-        LossConfig,
-        TrainConfig,
-        model_config_for,
-    )
+    from napari_spoco.core.recipe import train_config
 
-    return TrainConfig(
-        model=model_config_for(dims, 1, anisotropic_pooling=True),
-        loss=LossConfig(background_id=1000),
-        iterations=steps,
-        batch_size=4,
-        patch_shape=DEFAULT_PATCH_SHAPE[dims],
+    return train_config(
+        [], spatial_dims=dims, channels=1, background_id=1000, iterations=steps, batch_size=4
     )
 
 

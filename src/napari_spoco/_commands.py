@@ -102,14 +102,14 @@ def _start_model(args: argparse.Namespace, dims: int, channels: int) -> str | No
 
     A new network is built for ``--from scratch``, for pretraining and dense
     training, and when its architecture is asked for (``--size``, ``--no-heads``,
-    ``--anisotropic``).
+    ``--isotropic``).
     """
     from .core.pretrained import SCRATCH, default_start_model
 
     chosen = getattr(args, "from_model", None)
     if chosen is not None:
         return None if chosen == SCRATCH else chosen
-    architecture = args.size is not None or args.no_heads or args.anisotropic
+    architecture = args.size is not None or args.no_heads or args.isotropic
     if args.command == "pretrain" or getattr(args, "dense", False) or architecture:
         return None
     return default_start_model(dims, channels)
@@ -168,58 +168,20 @@ _EXTENSION_FLAGS = (
 
 
 def _train_config(args, dims, channels, checkpoint, pretraining, labels):
-    from dataclasses import replace
+    from .core.recipe import train_config
 
-    from .core.annotation import object_scale_from_annotations
-    from .core.config import DEFAULT_PATCH_SHAPE, LossConfig, TrainConfig, model_config_for
-    from .core.recipe import default_iterations, ring_width
-    from .core.training import pretraining_loss
-
-    if checkpoint is not None:
-        model = checkpoint.config.model
-        model.check_reads(dims, channels, what="the training images", model="the starting model")
-        trained = checkpoint.config.loss
-        loss = LossConfig(delta_v=trained.delta_v, delta_d=trained.delta_d)
-        scale = checkpoint.config.object_scale
-    else:
-        model = model_config_for(
-            dims, channels, size=args.size or "medium", heads=not args.no_heads,
-            anisotropic_pooling=args.anisotropic,
-        )  # fmt: skip
-        loss, scale = LossConfig(), 1.0
-    dense = getattr(args, "dense", False)
-    if dense:
-        # Each image gets its own scale; the model's scale 1 means "objects at the reference size".
-        scale = 1.0
-    else:  # pretraining labels are empty: only --object-size can set the scale
-        background = getattr(args, "background_id", None)
-        measured = object_scale_from_annotations(
-            labels, diameter=args.object_size, background_id=background
-        )
-        scale = measured if measured is not None else scale
-    if pretraining:
-        loss = pretraining_loss(loss)
-    else:
-        extensions = {n: getattr(args, n) for n in _EXTENSION_FLAGS if getattr(args, n) is not None}
-        touch = {"auto": None, "yes": True, "no": False}[args.objects_touch]
-        ring = ring_width(labels, background_id=args.background_id, objects_touch=touch)
-        loss = replace(loss, background_id=args.background_id, ring_width=ring, **extensions)
-    if dense:
-        # Dense labels leave no unannotated pixel, where the consistency term acts.
-        loss = replace(loss, sparse=False, consistency_weight=0.0)
-    if checkpoint is None and loss.triplet_weight > 0 and loss.triplet_on == "bottleneck":
-        model = replace(model, bottleneck_projection=True)
-    return TrainConfig(
-        model=model, loss=loss,
-        iterations=(
-            default_iterations(fine_tune=checkpoint is not None)
-            if args.iterations is None else args.iterations
-        ),
-        batch_size=args.batch_size,
-        patch_shape=tuple(args.patch) if args.patch else DEFAULT_PATCH_SHAPE[dims],
-        learning_rate=args.lr, object_scale=scale, seed=args.seed,
-        invert_probability=args.random_invert, report_every=args.log_every,
-        scale_per_image=dense,
+    extensions = {
+        n: getattr(args, n) for n in _EXTENSION_FLAGS if getattr(args, n, None) is not None
+    }
+    touch = getattr(args, "objects_touch", "auto")
+    return train_config(
+        labels, spatial_dims=dims, channels=channels, start=checkpoint,
+        size=args.size or "medium", heads=not args.no_heads, anisotropic_pooling=not args.isotropic,
+        object_diameter=args.object_size, background_id=getattr(args, "background_id", None),
+        objects_touch={"auto": None, "yes": True, "no": False}[touch], loss=extensions,
+        dense=getattr(args, "dense", False), pretraining=pretraining, iterations=args.iterations,
+        patch_shape=args.patch, batch_size=args.batch_size, learning_rate=args.lr,
+        seed=args.seed, invert_probability=args.random_invert, report_every=args.log_every,
     )  # fmt: skip
 
 

@@ -243,8 +243,10 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
         help="train the embedding only, without the foreground and inner-distance outputs",
     )  # fmt: skip
     parser.add_argument(
-        "--anisotropic", action="store_true", help="3D: do not pool Z at the first level"
-    )
+        "--isotropic", action="store_true",
+        help="3D: pool Z at the first level like Y and X (for stacks sampled as finely in Z); "
+        "by default a new 3D network keeps Z's resolution there, as the panel does",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="cuda:N, mps, cpu or auto")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -14,7 +14,8 @@ from napari_spoco.core.extensions import (
     object_neighbours,
 )
 from napari_spoco.core.model import build_model
-from napari_spoco.core.training import Trainer, is_consistency_only, pretraining_loss
+from napari_spoco.core.recipe import pretraining_loss
+from napari_spoco.core.training import Trainer, is_consistency_only
 
 TINY = ModelConfig(depth=2, base_features=8)
 ALL_ON = LossConfig(triplet_weight=1.0, dispersive_weight=1.0, dispersive_on="both")

@@ -7,12 +7,17 @@ chosen by measurement (docs/benchmarks.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from numpy.typing import ArrayLike
 
-from .annotation import touching_fraction
-from .config import LossConfig
+from .annotation import object_scale_from_annotations, touching_fraction
+from .config import ALL_LOSS_TERMS, DEFAULT_PATCH_SHAPE, LossConfig, TrainConfig, model_config_for
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
 
 __all__ = [
     "FINE_TUNE_ITERATIONS",
@@ -22,7 +27,9 @@ __all__ = [
     "default_iterations",
     "default_learning_rate",
     "TOUCHING_FRACTION",
+    "pretraining_loss",
     "ring_width",
+    "train_config",
 ]
 
 #: Peak learning rate of a new network. At 200 steps, 1e-3 separated objects clearly
@@ -80,3 +87,102 @@ def ring_width(
         fraction = touching_fraction(annotations, background_id=background_id)
         objects_touch = fraction >= TOUCHING_FRACTION
     return 0 if objects_touch else LossConfig.ring_width
+
+
+def pretraining_loss(loss: LossConfig | None = None) -> LossConfig:
+    """``loss`` with every term switched off but consistency: self-supervised pretraining.
+
+    The consistency term needs no annotation (it compares the student's and
+    the teacher's embeddings of two noisy views), so a network can start
+    learning from unlabeled images; see docs/cli.md, ``pretrain``.
+    """
+    off = {f"{name}_weight": 0.0 for name in ALL_LOSS_TERMS if name != "consistency"}
+    return replace(loss or LossConfig(), **off, consistency_weight=1.0)
+
+
+def train_config(
+    annotations: Sequence[ArrayLike],
+    *,
+    spatial_dims: int,
+    channels: int,
+    start: Checkpoint | None = None,
+    size: str = "medium",
+    heads: bool = True,
+    anisotropic_pooling: bool = True,
+    object_diameter: float | None = None,
+    background_id: int | None = None,
+    objects_touch: bool | None = None,
+    ring: int | None = None,
+    loss: Mapping[str, Any] | None = None,
+    dense: bool = False,
+    pretraining: bool = False,
+    iterations: int | None = None,
+    patch_shape: Sequence[int] | None = None,
+    **settings: Any,
+) -> TrainConfig:
+    """Build the training settings that the data, the start and the user's choices call for.
+
+    The panel, the command line, the demo and the benchmarks all call this, so
+    that the same data trains the same way whichever a user picks:
+
+    * network: the ``start`` model's (checked to read these images), else a new
+      one of preset ``size``; a triplet term on the bottleneck adds its projection;
+    * margins: the start model's ``delta_v`` / ``delta_d``, unless ``loss`` sets them;
+    * scale: ``object_diameter``, else the painted objects' median diameter, is
+      brought to the network's reference size; else the start model's scale.
+      ``dense`` labels give each image its own scale (``scale_per_image``);
+    * ring of negatives: ``ring`` if given, else :func:`ring_width` (none where
+      objects touch);
+    * dense labels leave no unannotated pixel, so the consistency term is off;
+      ``pretraining`` keeps only it (:func:`pretraining_loss`);
+    * steps and peak learning rate: the recipe's for a fine-tuning or a new run,
+      unless ``iterations`` / ``settings["learning_rate"]`` say otherwise.
+
+    ``loss`` holds other :class:`LossConfig` fields (weights, margins);
+    ``settings`` other :class:`TrainConfig` fields (batch size, seed...).
+
+    Raises
+    ------
+    ValueError
+        If the start model cannot read such images, or a setting is invalid.
+    """
+    if start is not None:
+        model = start.config.model
+        model.check_reads(
+            spatial_dims, channels, what="the training images", model="the starting model"
+        )
+        trained = start.config.loss
+        margins = {"delta_v": trained.delta_v, "delta_d": trained.delta_d}
+        scale = start.config.object_scale
+    else:
+        model = model_config_for(
+            spatial_dims, channels, size=size, heads=heads, anisotropic_pooling=anisotropic_pooling
+        )
+        margins, scale = {}, 1.0
+    if dense:  # each image gets its own scale; 1 means "objects at the reference size"
+        scale = 1.0
+    else:
+        measured = object_scale_from_annotations(
+            annotations, diameter=object_diameter, background_id=background_id
+        )
+        scale = scale if measured is None else measured
+    if ring is None:
+        ring = ring_width(annotations, background_id=background_id, objects_touch=objects_touch)
+    choices = LossConfig(
+        **{**margins, "background_id": background_id, "ring_width": ring, **(loss or {})}
+    )
+    if pretraining:
+        choices = pretraining_loss(choices)
+    if dense:
+        choices = replace(choices, sparse=False, consistency_weight=0.0)
+    if start is None and choices.triplet_weight > 0 and choices.triplet_on == "bottleneck":
+        model = replace(model, bottleneck_projection=True)
+    return TrainConfig(
+        model=model,
+        loss=choices,
+        iterations=default_iterations(start is not None) if iterations is None else iterations,
+        patch_shape=tuple(patch_shape or DEFAULT_PATCH_SHAPE[spatial_dims]),
+        object_scale=scale,
+        scale_per_image=dense,
+        **settings,
+    )

@@ -39,7 +39,6 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "is_consistency_only",
-    "pretraining_loss",
     "training_warnings",
 ]
 
@@ -428,17 +427,6 @@ def _to_cpu(value: object) -> object:
     if isinstance(value, list | tuple):
         return type(value)(_to_cpu(v) for v in value)
     return value
-
-
-def pretraining_loss(loss: LossConfig | None = None) -> LossConfig:
-    """``loss`` with every term switched off but consistency: self-supervised pretraining.
-
-    The consistency term needs no annotation (it compares the student's and
-    the teacher's embeddings of two noisy views), so a network can start
-    learning from unlabeled images; see docs/cli.md, ``pretrain``.
-    """
-    off = {f"{name}_weight": 0.0 for name in ALL_LOSS_TERMS if name != "consistency"}
-    return replace(loss or LossConfig(), **off, consistency_weight=1.0)
 
 
 def is_consistency_only(loss: LossConfig) -> bool:

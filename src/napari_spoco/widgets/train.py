@@ -157,10 +157,10 @@ class TrainSection(QWidget):
 
     def _prepare_trainer(self, data: TrainingData) -> Trainer:
         """Continue the current trainer, fine-tune a loaded model or start a new network."""
-        config = self.settings.build_config(data)
         trainer = self.state.trainer
         if trainer is not None:
             _check_model_fits(trainer.config.model, data, "current model", "press 'Start over'")
+            config = self.settings.build_config(data)
             trainer.reconfigure(replace(config, model=trainer.config.model))
             return trainer
         checkpoint = self.state.loaded_checkpoint
@@ -178,9 +178,9 @@ class TrainSection(QWidget):
             )
             checkpoint = None
             self.settings.follow_recipe(fine_tune=False)
-            config = replace(config, iterations=self.settings.iterations.value())
         elif checkpoint is not None:
             _check_model_fits(checkpoint.config.model, data, "loaded model", "choose a new network")
+        config = self.settings.build_config(data, start=checkpoint)
         device = self.settings.device_box.currentText()
         return Trainer(config, device=device, checkpoint=checkpoint)
 

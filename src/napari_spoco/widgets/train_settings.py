@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -15,18 +13,17 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ..core.annotation import object_scale_from_annotations
+from ..core.checkpoint import Checkpoint
 from ..core.config import (
     ALL_LOSS_TERMS,
     DEFAULT_PATCH_SHAPE,
     MODEL_PRESETS,
     LossConfig,
     TrainConfig,
-    model_config_for,
 )
 from ..core.device import available_devices
 from ..core.pretrained import BUILTIN_MODELS
-from ..core.recipe import default_iterations, ring_width
+from ..core.recipe import default_iterations, train_config
 from ._state import TrainingData
 from ._tooltips import TOOLTIPS
 
@@ -149,44 +146,40 @@ class TrainSettings(QWidget):
         for key, widget in self.controls.items():
             widget.setToolTip(TOOLTIPS[key])
 
-    def build_config(self, data: TrainingData, *, fine_tune: bool = False) -> TrainConfig:
-        """Combine the settings with what the data says (dimensions, channels, sizes, background).
+    def build_config(self, data: TrainingData, start: Checkpoint | None = None) -> TrainConfig:
+        """Combine the settings with what the data says, by the core's recipe.
 
         Raises
         ------
         ValueError
             If a combination of settings is invalid (the message names the field).
         """
-        is_3d = data.axes.spatial_dims == 3
-        model = model_config_for(
-            data.axes.spatial_dims,
-            data.channels,
-            size=self.network_size(),
-            anisotropic_pooling=True,
-        )
-        loss = LossConfig(
-            delta_v=self.delta_v.value(),
-            delta_d=self.delta_d.value(),
-            kernel_threshold=self.kernel_threshold.value(),
-            background_id=data.background_id,
-            ring_width=self.ring(data),
-            triplet_on=self.triplet_on.currentText(),
-            dispersive_tau=self.dispersive_tau.value(),
-            **{name: box.value() for name, box in self.weights.items()},
-        )
-        if loss.triplet_weight > 0 and loss.triplet_on == "bottleneck":
-            model = replace(model, bottleneck_projection=True)
         patch = self.patch_size.value()
-        patch_shape = (self.patch_depth.value(), patch, patch) if is_3d else (patch, patch)
-        return TrainConfig(
-            model=model,
-            loss=loss,
+        is_3d = data.axes.spatial_dims == 3
+        ring = self.ring_width.value()
+        return train_config(
+            data.annotations,
+            spatial_dims=data.axes.spatial_dims,
+            channels=data.channels,
+            start=start,
+            size=self.network_size(),
+            object_diameter=self.object_diameter.value() or None,
+            background_id=data.background_id,
+            objects_touch=_OBJECTS_TOUCH[self.objects_touch.currentText()],
+            ring=ring if ring >= 0 else None,
+            loss={
+                "delta_v": self.delta_v.value(),
+                "delta_d": self.delta_d.value(),
+                "kernel_threshold": self.kernel_threshold.value(),
+                "triplet_on": self.triplet_on.currentText(),
+                "dispersive_tau": self.dispersive_tau.value(),
+                **{name: box.value() for name, box in self.weights.items()},
+            },
             iterations=self.iterations.value(),
+            patch_shape=(self.patch_depth.value(), patch, patch) if is_3d else (patch, patch),
             batch_size=self.batch_size.value(),
-            patch_shape=patch_shape,
             learning_rate=self.learning_rate.value() or None,
             ema_momentum=self.ema_momentum.value(),
-            object_scale=self.object_scale(data),
             seed=self.seed.value(),
         )
 
@@ -222,22 +215,3 @@ class TrainSettings(QWidget):
         self.size_box.blockSignals(True)
         self.size_box.setCurrentText(shown or new_network)
         self.size_box.blockSignals(False)
-
-    def ring(self, data: TrainingData) -> int:
-        """Ring of negatives around painted objects: the box's value, or the recipe's when auto."""
-        if self.ring_width.value() >= 0:
-            return self.ring_width.value()
-        return ring_width(
-            data.annotations,
-            background_id=data.background_id,
-            objects_touch=_OBJECTS_TOUCH[self.objects_touch.currentText()],
-        )
-
-    def object_scale(self, data: TrainingData) -> float:
-        """Resize factor from the diameter setting, or from the annotated objects when auto."""
-        scale = object_scale_from_annotations(
-            data.annotations,
-            diameter=self.object_diameter.value() or None,
-            background_id=data.background_id,
-        )
-        return 1.0 if scale is None else scale
