@@ -749,7 +749,7 @@ def test_train_starts_from_the_nuclei_generalist_unless_told_otherwise(data, tmp
 
 def test_train_defaults_follow_the_recipe_and_measure_the_painted_objects(tmp_path, monkeypatch):
     """150 steps to fine-tune, 1000 for a new network; a 100 px object trains below scale 1."""
-    from napari_spoco import _commands
+    from napari_spoco.cli import training
     from napari_spoco.core.training import TrainResult
 
     configs = []
@@ -758,7 +758,7 @@ def test_train_defaults_follow_the_recipe_and_measure_the_painted_objects(tmp_pa
         configs.append(trainer.config)
         return TrainResult(step=trainer.step, steps_done=0, stopped=False, checkpoint_path=None)
 
-    monkeypatch.setattr(_commands, "_run_with_bar", record_instead_of_training)
+    monkeypatch.setattr(training, "_run_with_bar", record_instead_of_training)
     yy, xx = np.mgrid[:256, :256]
     labels = np.zeros((256, 256), np.uint16)
     labels[(yy - 80) ** 2 + (xx - 80) ** 2 < 50**2] = 1  # two 100 px discs

@@ -3,7 +3,10 @@
 Commands: ``train``, ``pretrain``, ``predict``, ``segment``, ``evaluate``,
 ``export-bioimageio``, ``import-bioimageio`` and ``demo`` (docs/cli.md).
 A thin adapter: it parses arguments, builds the core's config objects, runs
-the core and reports failures as one line with a non-zero exit status.
+the core and reports failures as one line with a non-zero exit status. The
+handlers (``training``, ``prediction``, ``evaluation``) first read and check
+all their inputs (``_inputs``), then work, so bad input fails before any output
+is written; heavy modules load inside them, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ INTERRUPTED = 130
 
 def _demo(args: argparse.Namespace) -> None:
     """Run the demo on the bundled sample (see :mod:`napari_spoco.demo`)."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     if not 0 < args.fraction <= 1:
         raise ValueError(f"fraction must lie in (0, 1], got {args.fraction}")
-    from .core.device import resolve_device
+    from ..core.device import resolve_device
 
     resolve_device(args.device)  # an unavailable device fails here, before a window opens
     run_demo(
@@ -41,7 +44,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import _commands as run
+    from . import evaluation, prediction, training
 
     parser = argparse.ArgumentParser(
         prog="napari-spoco",
@@ -91,14 +94,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "object, not background (default: auto, from painted objects that share a border)",
     )  # fmt: skip
     _add_extensions(train)
-    train.set_defaults(handler=run.train)
+    train.set_defaults(handler=training.train)
 
     pretrain = commands.add_parser(
         "pretrain", help="self-supervised training (consistency term only) on unlabeled images"
     )
     _add_images(pretrain)
     _add_training(pretrain)
-    pretrain.set_defaults(handler=run.pretrain)
+    pretrain.set_defaults(handler=training.pretrain)
 
     predict = commands.add_parser("predict", help="segment images with a trained model")
     predict.add_argument(
@@ -119,7 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_segmentation(predict)
     _add_blocks(predict)
-    predict.set_defaults(handler=run.predict)
+    predict.set_defaults(handler=prediction.predict)
 
     segment = commands.add_parser("segment", help="cluster saved embeddings into instances")
     segment.add_argument(
@@ -129,13 +132,13 @@ def _build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--out", required=True, help="output folder")
     _add_segmentation(segment)
     _add_blocks(segment)
-    segment.set_defaults(handler=run.segment)
+    segment.set_defaults(handler=prediction.segment)
 
     evaluate = commands.add_parser("evaluate", help="score instances against ground truth")
     evaluate.add_argument("--pred", nargs="+", required=True, metavar="PATH", help="predictions")
     evaluate.add_argument("--gt", nargs="+", required=True, metavar="PATH", help="ground truth")
     evaluate.add_argument("--out", default="scores.csv", help="CSV file (default: scores.csv)")
-    evaluate.set_defaults(handler=run.evaluate)
+    evaluate.set_defaults(handler=evaluation.evaluate)
 
     export = commands.add_parser("export-bioimageio", help="write a model as a bioimage.io zip")
     export.add_argument(
@@ -152,14 +155,14 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--no-validate", action="store_true", help="skip bioimageio.core's test_model"
     )
-    export.set_defaults(handler=run.export_bioimageio)
+    export.set_defaults(handler=evaluation.export_bioimageio)
 
     imported = commands.add_parser(
         "import-bioimageio", help="turn a napari-spoco bioimage.io package into a model file"
     )
     imported.add_argument("--package", required=True, help="bioimage.io zip, folder or rdf.yaml")
     imported.add_argument("--out", required=True, help="model file to write (.pt)")
-    imported.set_defaults(handler=run.import_bioimageio)
+    imported.set_defaults(handler=evaluation.import_bioimageio)
 
     demo = commands.add_parser(
         "demo",
@@ -285,7 +288,7 @@ def _add_extensions(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_segmentation(parser: argparse.ArgumentParser) -> None:
-    from .core.clustering_methods import CLUSTERING_METHODS, METHODS
+    from ..core.clustering_methods import CLUSTERING_METHODS, METHODS
 
     parser.add_argument(
         "--method", default=METHODS[0], choices=METHODS,
@@ -323,7 +326,7 @@ def _add_blocks(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
-    from . import _commands as run
+    from . import training
 
     args = _build_parser().parse_args(argv)
     logging.basicConfig(
@@ -333,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.handler(args)
-    except run.Stopped as stopped:
+    except training.Stopped as stopped:
         print(f"napari-spoco {args.command}: {stopped}", file=sys.stderr)
         return INTERRUPTED
     except (ValueError, TypeError, FileNotFoundError, OSError) as error:
