@@ -103,7 +103,7 @@ def _dense_discs(shape, rng):
     return truth
 
 
-def _rss_mib(field: str) -> float:
+def rss_mib(field: str) -> float:
     """VmRSS or VmHWM of this process in MiB (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -111,7 +111,7 @@ def _rss_mib(field: str) -> float:
     return float("nan")
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to VmRSS
     except OSError:
@@ -129,7 +129,7 @@ def _arand(truth, labels) -> float:
     return float(adapted_rand_error(truth.astype("uint32"), labels.astype("uint32"))[0])
 
 
-def _measure_method(method: str, shape: tuple, scene: str, queue) -> None:
+def measure_method(method: str, shape: tuple, scene: str, queue) -> None:
     _pin_to_one_core()
     import numpy as np
 
@@ -142,12 +142,12 @@ def _measure_method(method: str, shape: tuple, scene: str, queue) -> None:
     teacher = {"teacher": warm} if name == "consistency" else {}
     segment(warm, name, **params, **teacher)  # warm-up: imports, numba compilation
     teacher = {"teacher": embeddings} if name == "consistency" else {}
-    before = _rss_mib("VmRSS")
-    _reset_peak()
+    before = rss_mib("VmRSS")
+    reset_peak()
     start, cpu = time.perf_counter(), time.process_time()
     labels = segment(embeddings, name, **params, **teacher)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    peak = _rss_mib("VmHWM")
+    peak = rss_mib("VmHWM")
     megapixels = float(np.prod(shape)) / 1e6
     queue.put(
         {
@@ -195,8 +195,8 @@ def _measure_backend(backend: str, strides: int, scene: str, queue, side: int = 
             return agglom(weights, offsets, strides=None if strides == 1 else per_offset)
 
     run()
-    before = _rss_mib("VmRSS")
-    _reset_peak()
+    before = rss_mib("VmRSS")
+    reset_peak()
     times = []
     for _ in range(3):
         cpu = time.process_time()
@@ -210,7 +210,7 @@ def _measure_backend(backend: str, strides: int, scene: str, queue, side: int = 
             "shape": [side, side],
             "cpu_seconds_median": float(np.median(times)),
             "cpu_seconds_all": times,
-            "peak_extra_mib": _rss_mib("VmHWM") - before,
+            "peak_extra_mib": rss_mib("VmHWM") - before,
             "segments": len(np.unique(labels)),
             "adapted_rand_error": _arand(truth, labels),
         }
@@ -301,7 +301,7 @@ def main() -> None:
         cases += [(m, VOLUME, "nuclei") for m in args.methods if m.startswith("mutex")]
     results = []
     for case in cases:
-        results.append(in_fresh_process(_measure_method, *case))
+        results.append(in_fresh_process(measure_method, *case))
         print(f"{case[0]:22s} {case[2]:6s} {_shape(case[1]):12s} {results[-1]['seconds']:8.2f} s")
     rows = [
         [

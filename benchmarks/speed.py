@@ -22,7 +22,7 @@ ratios are not:
   ratio of HDBSCAN to the mutex watershed.
 * ``gui``: gaps of a 10 ms QTimer on napari's main thread while the panel
   trains ``--gui-steps`` steps on the bundled nuclei (painted by
-  ``demo.annotate_like_a_user``, live previews on) and then segments the
+  ``testing.annotate_like_a_user``, live previews on) and then segments the
   image, against napari's own time to add and draw one Labels layer in the
   same process. Needs a display: without
   ``DISPLAY`` it runs under ``xvfb-run -a``, and is skipped with a note when
@@ -50,7 +50,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _data import print_table, write_json  # noqa: E402
-from clustering_speed import _reset_peak, _rss_mib, in_fresh_process  # noqa: E402
+from clustering_speed import in_fresh_process, reset_peak, rss_mib  # noqa: E402
 
 PARTS = ("train", "predict", "cluster", "gui", "worker")
 RESULTS = Path(__file__).parent / "results"
@@ -119,13 +119,13 @@ def _train_case(name: str, steps: int, threads: int, queue) -> None:  # noqa: AN
     image, annotation = _product_data(case["image"])
     trainer = Trainer(config, device="cpu")
     trainer.set_data([image], [annotation])
-    before = _rss_mib("VmRSS")
-    _reset_peak()
+    before = rss_mib("VmRSS")
+    reset_peak()
     trainer.run(2)  # warm-up: the first steps allocate
     records: list = []
     trainer.run(steps, callback=records.append)
     spoco = float(np.median([r.seconds_per_step for r in records]))
-    peak_extra = _rss_mib("VmHWM") - before
+    peak_extra = rss_mib("VmHWM") - before
 
     model = build_model(config.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -157,7 +157,7 @@ def _train_case(name: str, steps: int, threads: int, queue) -> None:  # noqa: AN
             "plain_seconds_per_step": plain,
             "ratio_spoco_to_plain": spoco / plain,
             "training_peak_extra_mib": peak_extra,
-            "peak_rss_mib": _rss_mib("VmHWM"),
+            "peak_rss_mib": rss_mib("VmHWM"),
         }
     )
 
@@ -186,7 +186,7 @@ def _predict_case(shape: tuple[int, ...], threads: int, queue) -> None:  # noqa:
             "threads": threads,
             "seconds": seconds,
             "mega_per_second": mega / seconds,
-            "peak_rss_mib": _rss_mib("VmHWM"),
+            "peak_rss_mib": rss_mib("VmHWM"),
         }
     )
 
@@ -233,7 +233,7 @@ def measure_cluster(args: argparse.Namespace) -> list[dict]:
     env = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
     side = args.cluster_size
     return [
-        _with_env(env, clustering_speed._measure_method, m, (side, side), "nuclei")
+        _with_env(env, clustering_speed.measure_method, m, (side, side), "nuclei")
         for m in args.cluster_methods
     ]
 
@@ -267,7 +267,7 @@ def gui_child(steps: int, out: Path) -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_spoco.core.sample_data import load_nuclei_2d
-    from napari_spoco.demo import annotate_like_a_user
+    from napari_spoco.testing import annotate_like_a_user
     from napari_spoco.widgets import SpocoWidget
 
     viewer = napari.Viewer(show=True)

@@ -122,7 +122,7 @@ def _meets(core: Region, roi: Region, shape: Sequence[int]) -> bool:
 
 
 @dataclasses.dataclass
-class Session:
+class TaskRunner:
     """Where tasks run: the threaded scheduler (``client`` None) or a distributed client."""
 
     client: Any = None
@@ -149,26 +149,26 @@ def make_output(
     dtype: str,
     attributes: dict[str, Any],
     scheduler: Scheduler,
-) -> Iterator[tuple[Any, Session]]:
+) -> Iterator[tuple[Any, TaskRunner]]:
     """Create the zarr output (in memory, or at a temporary path renamed at the end)."""
     import zarr
 
     if out is None and scheduler is not None:
         raise ValueError("on a dask.distributed cluster, pass an output path (workers write it)")
-    with _session(scheduler) as session:
+    with _task_runner(scheduler) as runner:
         if out is None:
             array = zarr.create_array(
                 zarr.storage.MemoryStore(), shape=tuple(shape), chunks=tuple(chunks), dtype=dtype,
                 fill_value=0, attributes=attributes,
             )  # fmt: skip
-            yield array, session
+            yield array, runner
             return
         with atomic_output(out) as temporary:
             array = zarr.create_array(
                 temporary, shape=tuple(shape), chunks=tuple(chunks), dtype=dtype, fill_value=0,
                 attributes=attributes,
             )  # fmt: skip
-            yield array, session
+            yield array, runner
 
 
 def finalize_output(out: str | os.PathLike | None, array: Any) -> Any:
@@ -181,14 +181,14 @@ def finalize_output(out: str | os.PathLike | None, array: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _session(scheduler: Scheduler) -> Iterator[Session]:
+def _task_runner(scheduler: Scheduler) -> Iterator[TaskRunner]:
     if scheduler is None:
-        yield Session()
+        yield TaskRunner()
         return
     from distributed import Client
 
     if isinstance(scheduler, Client):
-        yield Session(scheduler)
+        yield TaskRunner(scheduler)
         return
     if not isinstance(scheduler, str):
         raise TypeError(f"scheduler must be an address or a distributed.Client, got {scheduler!r}")
@@ -197,11 +197,11 @@ def _session(scheduler: Scheduler) -> Iterator[Session]:
     except OSError as error:
         raise ValueError(f"cannot reach the dask scheduler at {scheduler}: {error}") from error
     with client:
-        yield Session(client)
+        yield TaskRunner(client)
 
 
 def compute(
-    session: Session,
+    runner: TaskRunner,
     tasks: list[Any],
     n_threads: int | None,
     progress: Callable[[int, int], None] | None,
@@ -212,14 +212,14 @@ def compute(
 
     if not tasks:
         return []
-    if session.client is not None:
+    if runner.client is not None:
         from distributed import as_completed
 
-        futures = session.client.compute(tasks)
+        futures = runner.client.compute(tasks)
         if progress is not None:
             for done, _ in enumerate(as_completed(futures), 1):
                 progress(done, len(tasks))
-        return session.client.gather(futures)
+        return runner.client.gather(futures)
     keys = {task.key for task in tasks}
     finished = [0]
 

@@ -185,15 +185,15 @@ def predict_blockwise(
     bounds = source.percentiles(spec.percentiles, blocks.cores)
     shape = (config.output_channels, *source.shape)
     with make_output(out, shape, (shape[0], *blocks.block_shape), "float32", attributes,
-                     scheduler) as (array, session):  # fmt: skip
-        model_ref, source_ref = session.share(spec), session.share(source)
+                     scheduler) as (array, runner):  # fmt: skip
+        model_ref, source_ref = runner.share(spec), runner.share(source)
         tasks = [
-            session.delayed(_predict_block)(
+            runner.delayed(_predict_block)(
                 model_ref, source_ref, block, bounds, array, device, tile_shape
             )
             for block in blocks.blocks
         ]
-        compute(session, tasks, n_threads, progress)
+        compute(runner, tasks, n_threads, progress)
     return finalize_output(out, array)
 
 
@@ -371,11 +371,11 @@ def _segment(source, blocks, config, out, n_threads, scheduler, progress, *, spe
         raise ValueError(f"block-wise segmentation needs a halo of >= 2 pixels, got {blocks.halo}")
     marker = instances_attributes()  # lets a later run replace this output
     with make_output(out, source.shape, blocks.block_shape, "uint32", marker, scheduler) as (
-        array, session,
+        array, runner,
     ):  # fmt: skip
-        spec_ref, source_ref = session.share(spec), session.share(source)
+        spec_ref, source_ref = runner.share(spec), runner.share(source)
         results = [
-            session.delayed(_segment_block)(
+            runner.delayed(_segment_block)(
                 source_ref, block, config, spec_ref, bounds, attributes, array, device, tile_shape
             )
             for block in blocks.blocks
@@ -387,11 +387,11 @@ def _segment(source, blocks, config, out, n_threads, scheduler, progress, *, spe
             for axis, neighbour in block.upper_neighbours()
             if neighbour in index
         ]
-        summaries = [session.delayed(_summary)(r) for r in results]
-        matches = [session.delayed(_match)(results[i], results[j], a) for i, j, a in faces]
+        summaries = [runner.delayed(_summary)(r) for r in results]
+        matches = [runner.delayed(_match)(results[i], results[j], a) for i, j, a in faces]
         first = [*summaries, *matches]
         total = len(first) + len(blocks.blocks)
-        done = compute(session, first, n_threads, _phase(progress, 0, total))
+        done = compute(runner, first, n_threads, _phase(progress, 0, total))
         counts = [count for count, _ in done[: len(summaries)]]
         offsets = global_offsets(counts)
         pairs = [
@@ -406,10 +406,10 @@ def _segment(source, blocks, config, out, n_threads, scheduler, progress, *, spe
         )
         tables = block_lookup_tables(counts, lookup)
         relabels = [
-            session.delayed(_relabel_block)(array, block.core, table)
+            runner.delayed(_relabel_block)(array, block.core, table)
             for block, table in zip(blocks.blocks, tables, strict=True)
         ]
-        compute(session, relabels, n_threads, _phase(progress, len(first), total))
+        compute(runner, relabels, n_threads, _phase(progress, len(first), total))
     return finalize_output(out, array)
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from napari_spoco.core.sample_data import load_nuclei_2d
-from napari_spoco.demo import annotate_like_a_user
+from napari_spoco.testing import annotate_like_a_user
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ from qtpy.QtCore import QElapsedTimer, QTimer
 
 from napari_spoco.core.metrics import average_precision
 from napari_spoco.core.sample_data import load_nuclei_2d, load_nuclei_3d
-from napari_spoco.demo import annotate_like_a_user
+from napari_spoco.testing import annotate_like_a_user
 from napari_spoco.widgets import SpocoWidget
 
 

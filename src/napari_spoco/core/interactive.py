@@ -32,8 +32,8 @@ __all__ = [
     "Inbox",
     "Preview",
     "PreviewRequest",
-    "TrainUpdate",
-    "TrainingUpdate",
+    "StepReport",
+    "NewTrainingData",
     "make_preview",
     "train_with_previews",
 ]
@@ -75,7 +75,7 @@ class Preview:
 
 
 @dataclass(frozen=True)
-class TrainUpdate:
+class StepReport:
     """One training step's report, with a preview when one was due."""
 
     record: TrainRecord
@@ -83,7 +83,7 @@ class TrainUpdate:
 
 
 @dataclass(frozen=True)
-class TrainingUpdate:
+class NewTrainingData:
     """New training data posted by the GUI: arguments of :meth:`Trainer.set_data`."""
 
     images: list[NDArray]
@@ -96,7 +96,7 @@ class Inbox:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._data: TrainingUpdate | None = None
+        self._data: NewTrainingData | None = None
         self._preview: PreviewRequest | None = None
 
     def post_data(
@@ -108,9 +108,9 @@ class Inbox:
     ) -> None:
         """Replace the training data from the next step on (arrays must not change later)."""
         with self._lock:
-            self._data = TrainingUpdate(list(images), list(annotations), channel_axis)
+            self._data = NewTrainingData(list(images), list(annotations), channel_axis)
 
-    def take_data(self) -> TrainingUpdate | None:
+    def take_data(self) -> NewTrainingData | None:
         """Return the data posted since the last call, or None."""
         with self._lock:
             data, self._data = self._data, None
@@ -155,8 +155,8 @@ def train_with_previews(
     inbox: Inbox | None = None,
     preview_every: float = 5.0,
     checkpoint_path: str | None = None,
-) -> Generator[TrainUpdate, None, TrainResult]:
-    """Run :meth:`Trainer.steps`, yielding one :class:`TrainUpdate` per report.
+) -> Generator[StepReport, None, TrainResult]:
+    """Run :meth:`Trainer.steps`, yielding one :class:`StepReport` per report.
 
     Data posted to ``inbox`` is used from the next step on. When ``inbox``
     holds a preview request, a preview is attached to the first update at
@@ -186,4 +186,4 @@ def train_with_previews(
             except (ValueError, TypeError) as error:
                 logger.warning("preview skipped: %s", error)
             last_preview = time.monotonic()
-        yield TrainUpdate(record, preview)
+        yield StepReport(record, preview)

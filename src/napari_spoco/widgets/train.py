@@ -14,7 +14,7 @@ from superqt.utils import qdebounced
 
 from ..core.config import ModelConfig
 from ..core.image import check_image_size
-from ..core.interactive import Inbox, PreviewRequest, TrainUpdate, train_with_previews
+from ..core.interactive import Inbox, PreviewRequest, StepReport, train_with_previews
 from ..core.pretrained import BUILTIN_MODELS, load_model_source
 from ..core.training import Trainer, TrainResult, training_warnings
 from ._layers import show_layer
@@ -36,7 +36,7 @@ __all__ = ["TrainSection"]
 
 def _training_job(
     trainer: Trainer, data: TrainingData, iterations: int, inbox: Inbox, preview_every: float
-) -> Generator[TrainUpdate, None, TrainResult]:
+) -> Generator[StepReport, None, TrainResult]:
     """Worker body: prepare the data (slow for big images), then train with previews."""
     trainer.set_data(data.images, data.annotations, channel_axis=data.axes.channel_axis)
     return (yield from train_with_previews(
@@ -222,7 +222,7 @@ class TrainSection(QWidget):
         self._network_chosen(self.settings.size_box.currentText())  # back to the chosen start
 
     # ------------------------------------------------------------------ worker slots
-    def _on_update(self, update: TrainUpdate) -> None:
+    def _on_update(self, update: StepReport) -> None:
         record = update.record
         done = record.step - self._run_start
         self.progress.setValue(done)
