@@ -20,6 +20,19 @@ off how quality grows with the clicks and the seconds spent:
 5. continue training the same ``Trainer`` (weights, teacher and optimiser kept:
    ``set_data`` then ``run``, as pressing Train again does) and repeat.
 
+Step 4 has three arms (``--arms``), with the same budget per round:
+
+* ``oracle``: the worst nuclei by the ground truth (above), which no user has;
+* ``guided``: the top instances of the panel's list of likely mistakes
+  (``core.uncertainty.rank_instances``, with the teacher), walked down until
+  ``--promote`` nuclei are corrected; the ground truth only paints the nucleus an
+  instance covers most, never chooses;
+* ``random``: random predicted instances, corrected the same way.
+
+For ``guided`` and ``random`` each row also gives the precision of the choices:
+the share of chosen instances that really were wrong (best IoU with any true
+nucleus below 0.5; a missed region counts when it covers a missed nucleus).
+
 Every round also fits the random-forest baseline of ``accuracy.py`` on the
 same annotation, so each row says whether the network beats it by then.
 Resolution handling and scale are as in ``accuracy.py``.
@@ -80,6 +93,63 @@ def worst_objects(truth: np.ndarray, instances: np.ndarray, annotated: np.ndarra
     return [(i, iou) for iou, _, i in candidates[:count]]
 
 
+def chosen_objects(arm, prediction, instances, truth, annotated, count, rng, teacher=None):  # noqa: ANN001, ANN201, PLR0913
+    """Ids of the true objects a user corrects after choosing ``count`` instances by ``arm``.
+
+    Work-scale ``instances`` and ``truth``; returns the ids and, per chosen
+    instance, whether it really was wrong.
+    """
+    from napari_spoco.core.uncertainty import painted_object_area, rank_instances
+
+    if arm == "oracle":
+        return [i for i, _ in worst_objects(truth, instances, annotated, count)], []
+    if arm == "guided":
+        area = painted_object_area([np.where(annotated == BACKGROUND_ID, 0, annotated)])
+        ranked = rank_instances(prediction, instances, teacher=teacher, reference_area=area)
+        regions = [(d.label, d.bbox) for d in ranked]
+    else:
+        labels = np.unique(instances)[1:]
+        regions = [(int(i), None) for i in rng.permutation(labels)]
+    best = _best_iou(truth, instances)
+    done = set(np.unique(annotated[(annotated > 0) & (annotated != BACKGROUND_ID)]).tolist())
+    chosen, wrong = [], []
+    for label, bbox in regions:
+        if len(chosen) == count:
+            break
+        region = instances == label if label else _missed_mask(instances, bbox)
+        ids, overlap = np.unique(truth[region & (truth > 0)], return_counts=True)
+        target = next((int(i) for i in ids[np.argsort(-overlap)] if int(i) not in done), None)
+        if label:
+            wrong.append(_instance_iou(truth, instances, label) < 0.5)
+        else:
+            wrong.append(bool(len(ids)) and best.get(int(ids[np.argmax(overlap)]), 0.0) < 0.5)
+        if target is not None and target not in chosen:
+            chosen.append(target)
+    return chosen, wrong
+
+
+def _missed_mask(instances: np.ndarray, bbox: tuple) -> np.ndarray:
+    """Pixels of a missed region's bounding box outside every instance."""
+    mask = np.zeros(instances.shape, bool)
+    mask[tuple(slice(a, b) for a, b in bbox)] = True
+    return mask & (instances == 0)
+
+
+def _instance_iou(truth: np.ndarray, instances: np.ndarray, label: int) -> float:
+    """Best IoU of predicted instance ``label`` with any true object."""
+    region = instances == label
+    ids, overlap = np.unique(truth[region & (truth > 0)], return_counts=True)
+    if not len(ids):
+        return 0.0
+    sizes = np.bincount(truth.ravel())[ids]
+    return float(np.max(overlap / (sizes + region.sum() - overlap)))
+
+
+def _best_iou(truth: np.ndarray, instances: np.ndarray) -> dict[int, float]:
+    """Best IoU of each true object with any predicted instance."""
+    return {int(i): iou for i, iou in worst_objects(truth, instances, np.zeros_like(truth), 10**9)}
+
+
 def _score(segment, test, scale: float) -> dict:  # noqa: ANN001
     from napari_spoco.core.metrics import evaluate
 
@@ -92,8 +162,8 @@ def _score(segment, test, scale: float) -> dict:  # noqa: ANN001
     return {k: float(np.mean([s[k] for s in scores])) for k in SCORES}
 
 
-def session(image, truth, test, args, seed: int) -> list[dict]:  # noqa: ANN001
-    """Run the rounds of one simulated user; one row per round."""
+def session(image, truth, test, args, seed: int, arm: str = "oracle") -> list[dict]:  # noqa: ANN001
+    """Run the rounds of one simulated user, correcting by ``arm``; one row per round."""
     from napari_spoco.core.annotation import (
         keep_fraction_of_objects,
         median_object_diameter,
@@ -118,6 +188,7 @@ def session(image, truth, test, args, seed: int) -> list[dict]:  # noqa: ANN001
         seed=seed,
     )  # fmt: skip
     trainer = Trainer(config, device="cpu", checkpoint=start)
+    rng = np.random.default_rng(30_000 + seed)
     forest_settings = _baselines.ForestSettings(trees=args.trees, threads=args.threads)
     rows, train_seconds = [], 0.0
     for round_index in range(args.rounds):
@@ -131,10 +202,11 @@ def session(image, truth, test, args, seed: int) -> list[dict]:  # noqa: ANN001
         segment_forest = _forest_segmenter(
             image, annotation, scale, diameter * scale, forest_settings, seed
         )
-        own = _baselines.to_full_resolution(
-            segment(_baselines.work_image(image, scale)), truth.shape
-        )
+        work = _baselines.work_image(image, scale)
+        prediction = predict(trainer.model, work, loss=config.loss)
+        work_instances = segment_prediction(prediction)
         row = {
+            "arm": arm,
             "round": round_index,
             "seed": seed,
             "objects": int(
@@ -145,18 +217,49 @@ def session(image, truth, test, args, seed: int) -> list[dict]:  # noqa: ANN001
             "spoco": _score(segment, test, scale),
             "rf": _score(segment_forest, test, scale),
         }
-        worst = worst_objects(truth, own, annotation, args.promote)
-        row["promoted"] = [{"id": i, "best_iou": iou} for i, iou in worst]
+        if arm == "oracle":
+            own = _baselines.to_full_resolution(work_instances, truth.shape)
+            chosen, wrong = chosen_objects(arm, None, own, truth, annotation, args.promote, rng)
+        else:
+            teacher = None
+            if arm == "guided":
+                teacher = predict(trainer.teacher, work, loss=config.loss).embeddings
+            chosen, wrong = chosen_objects(
+                arm, prediction, work_instances, _baselines.work_labels(truth, scale),
+                _baselines.work_labels(annotation, scale), args.promote, rng, teacher,
+            )  # fmt: skip
+        row["promoted"] = chosen
+        row["precision"] = float(np.mean(wrong)) if wrong else None
         rows.append(row)
         print(
-            f"seed {seed} round {round_index}: {row['objects']:3d} objects, "
+            f"{arm:6s} seed {seed} round {round_index}: {row['objects']:3d} objects, "
             f"{row['steps']:5d} steps, {train_seconds:6.0f} s; AP@0.5 "
-            f"spoco {row['spoco']['ap50']:.3f} rf {row['rf']['ap50']:.3f}",
+            f"spoco {row['spoco']['ap50']:.3f} rf {row['rf']['ap50']:.3f}"
+            + (f"; precision {row['precision']:.2f}" if wrong else ""),
             flush=True,
         )
-        for object_id, _ in worst:
+        for object_id in chosen:
             annotation[truth == object_id] = object_id
     return rows
+
+
+def summarise_arms(rows: list[dict]) -> list[dict]:
+    """AP@0.5 and precision per (arm, round): mean and sd over seeds."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["arm"], row["round"]), []).append(row)
+    summary = []
+    for (arm, round_index), group in groups.items():
+        ap = [r["spoco"]["ap50"] for r in group]
+        precision = [r["precision"] for r in group if r["precision"] is not None]
+        sd = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0  # noqa: E731
+        summary.append({
+            "arm": arm, "round": round_index, "seeds": len(group),
+            "ap50": float(np.mean(ap)), "ap50_sd": sd(ap),
+            "precision": float(np.mean(precision)) if precision else None,
+            "precision_sd": sd(precision) if precision else None,
+        })  # fmt: skip
+    return summary
 
 
 def _train_round(trainer, args: argparse.Namespace) -> float:  # noqa: ANN001
@@ -202,6 +305,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
+        "--arms", nargs="+", default=["oracle"], choices=("oracle", "guided", "random"),
+        help="how the simulated user chooses what to correct",
+    )  # fmt: skip
+    parser.add_argument(
         "--start",
         default="scratch",
         help="network to start from: scratch, a built-in name (nuclei) or a model file",
@@ -244,9 +351,15 @@ def main(argv: list[str] | None = None) -> int:
         f"network: {args.start}"
     )
     started = time.perf_counter()
-    rows = [row for seed in args.seeds for row in session(image, truth, test, args, seed)]
+    rows = [
+        row
+        for arm in args.arms
+        for seed in args.seeds
+        for row in session(image, truth, test, args, seed, arm)
+    ]
     wall = time.perf_counter() - started
     columns = [
+        "arm",
         "seed",
         "round",
         "objects",
@@ -256,9 +369,11 @@ def main(argv: list[str] | None = None) -> int:
         "mAP",
         "SBD",
         "RF AP@0.5",
+        "precision",
     ]
     body = [
         [
+            r["arm"],
             str(r["seed"]),
             str(r["round"]),
             str(r["objects"]),
@@ -268,11 +383,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['spoco']['map']:.3f}",
             f"{r['spoco']['sbd']:.3f}",
             f"{r['rf']['ap50']:.3f}",
+            "–" if r["precision"] is None else f"{r['precision']:.2f}",
         ]
         for r in rows
     ]
     print(f"\nheld-out test images; wall time {wall / 60:.1f} min")
     print_table(columns, body)
+    summary = summarise_arms(rows)
+    print("\nmean ± sd over seeds")
+    print_table(
+        ["arm", "round", "AP@0.5", "precision"],
+        [[e["arm"], str(e["round"]), f"{e['ap50']:.3f} ± {e['ap50_sd']:.3f}",
+          "–" if e["precision"] is None else f"{e['precision']:.2f} ± {e['precision_sd']:.2f}"]
+         for e in summary],
+    )  # fmt: skip
     write_json(
         args.out,
         {
@@ -283,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {k: v for k, v in vars(args).items() if k != "out"},
             "wall_seconds": wall,
             "results": rows,
+            "summary": summary,
         },
     )
     return 0

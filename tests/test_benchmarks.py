@@ -62,10 +62,16 @@ def test_accuracy_runs_every_variant_and_writes_plot_and_docs_block(tmp_path):
 @pytest.mark.parametrize("start", ["scratch", "nuclei"])
 def test_interactive_promotes_objects_every_round(tmp_path, start):
     arguments = ["--sample", "--quick", "--start", start]
-    rows = _run("interactive.py", arguments, tmp_path / "interactive.json")["results"]
-    assert [row["round"] for row in rows] == [0, 1]
-    assert rows[1]["objects"] > rows[0]["objects"]
-    assert [row["steps"] for row in rows] == [2, 4]  # steps of this session, not the model's
+    if start == "nuclei":  # the generalist finds instances at once: every arm can choose
+        arguments += ["--arms", "oracle", "guided", "random"]
+    report = _run("interactive.py", arguments, tmp_path / "interactive.json")
+    for arm in {row["arm"] for row in report["results"]}:
+        rows = [row for row in report["results"] if row["arm"] == arm]
+        assert [row["round"] for row in rows] == [0, 1]
+        assert rows[1]["objects"] > rows[0]["objects"], arm
+        assert [row["steps"] for row in rows] == [2, 4]  # steps of this session, not the model's
+        assert (rows[0]["precision"] is None) == (arm == "oracle")
+    assert {entry["arm"] for entry in report["summary"]} == set(arguments[5:] or ["oracle"])
 
 
 def test_speed_runs_every_part(tmp_path):

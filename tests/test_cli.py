@@ -297,6 +297,30 @@ def test_an_unwritable_output_is_refused_before_training(data, tmp_path, capsys,
     assert f"{folder} is not writable" in _error(capsys, argv, "train")
 
 
+def test_predict_writes_the_uncertainty_map_and_the_ranked_instances(data, tmp_path):
+    import csv
+
+    out = tmp_path / "out"
+    argv = ["predict", "--model", str(data / "model.pt"), "--images", str(data / "C.tif"),
+            "--out", str(out), "--uncertainty"]  # fmt: skip
+    assert main(argv) == 0
+    doubt = tifffile.imread(out / "C_uncertainty.tif")
+    instances = tifffile.imread(out / "C_instances.tif")
+    assert doubt.shape == instances.shape and doubt.dtype == np.float32
+    assert 0 <= doubt.min() and doubt.max() <= 1
+    with open(out / "C_doubts.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and rows[0]["rank"] == "1"
+    labels = {int(r["label"]) for r in rows} - {0}  # 0: a possibly missed region
+    assert labels and labels <= set(np.unique(instances).tolist())
+    assert {"reason", "why", "score_merge", "score_unsure", "centre_y", "centre_x"} <= set(rows[0])
+    from napari_spoco.core.io import expand_paths
+
+    with pytest.raises(ValueError, match="skipped 2 earlier result"):  # never read as images
+        expand_paths([out], skip_outputs=True)
+
+
 def test_every_clustering_method_and_its_settings_are_offered(capsys):
     from napari_spoco.core.clustering_methods import CLUSTERING_METHODS
 

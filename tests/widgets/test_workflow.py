@@ -286,3 +286,38 @@ def test_3d_images_train_a_new_network_instead_of_the_generalist(
     assert panel.state.trainer.config.model.spatial_dims == 3 and panel.state.trainer.step == 1
     assert any("training a new medium network" in n.message for n in notifications)
     panel.stop_workers()
+
+
+def test_segment_lists_the_likely_mistakes_and_go_to_moves_the_camera(panel, paint, qtbot):
+    """After Segment: a hidden uncertainty layer, a ranked list with reasons, working actions."""
+    annotation_layer, _ = paint(panel, fraction=0.05)
+    with qtbot.waitSignal(panel.state.doubts_changed, timeout=120_000):
+        panel.segment.predict_button.click()
+    viewer, correct = panel.viewer, panel.correct
+    doubt_layer = viewer.layers["nuclei uncertainty"]
+    assert not doubt_layer.visible and 0 <= doubt_layer.data.min() <= doubt_layer.data.max() <= 1
+    assert correct.doubt_list.count() == len(panel.state.doubts["nuclei"]) > 0
+    scores = [d.score for _, d in panel.state.doubts["nuclei"]]
+    assert scores == sorted(scores, reverse=True)
+    first = correct.doubt_list.item(0).text()
+    assert any(why in first for why in ("several", "piece", "border", "unsure", "missed"))
+
+    instances = viewer.layers["nuclei instances"]
+    row = next(i for i, (_, d) in enumerate(correct._doubts) if d.label > 0)
+    correct.doubt_list.setCurrentRow(row)
+    _, doubt = correct.chosen_doubt()
+    camera = getattr(viewer, "scene", viewer).camera
+    camera.center, camera.zoom = (0.0, 0.0), 0.5
+    correct.doubt_buttons["goto"].click()
+    assert np.allclose(camera.center[-2:], doubt.centre, atol=1.0)
+    assert camera.zoom > 0.5
+    before = correct.doubt_list.count()
+    correct.doubt_buttons["delete_doubt"].click()
+    assert not (np.asarray(instances.data) == doubt.label).any()
+    assert correct.doubt_list.count() == before - 1
+    row = next((i for i, (_, d) in enumerate(correct._doubts) if d.label > 0), None)
+    if row is not None:  # accept copies the next listed instance into the annotation
+        correct.doubt_list.setCurrentRow(row)
+        objects = len(np.unique(annotation_layer.data))
+        correct.doubt_buttons["accept_doubt"].click()
+        assert len(np.unique(annotation_layer.data)) == objects + 1

@@ -113,6 +113,11 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--embeddings", action="store_true", help="also write NAME_embeddings.zarr"
     )
+    predict.add_argument(
+        "--uncertainty", action="store_true",
+        help="also write NAME_uncertainty.tif (how unsure the network is of each pixel, 0-1) "
+        "and NAME_doubts.csv (the instances ranked by how likely they are wrong, and why)",
+    )  # fmt: skip
     predict.add_argument("--device", default="auto", help="cuda:N, mps, cpu or auto")
     predict.add_argument("--tile", type=int, nargs="+", metavar="N", help="tile shape per axis")
     predict.add_argument(

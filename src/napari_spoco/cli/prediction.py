@@ -50,7 +50,12 @@ def predict(args: argparse.Namespace) -> None:
                 f"{path}: --method {args.method} is not available block-wise; choose another "
                 "method for images this large"
             )
-        _check_targets(out, image_name(path), blockwise=blockwise, embeddings=args.embeddings)
+        if blockwise and args.uncertainty:
+            raise ValueError(f"{path}: --uncertainty is not available block-wise")
+        _check_targets(
+            out, image_name(path), blockwise=blockwise, embeddings=args.embeddings,
+            uncertainty=args.uncertainty,
+        )  # fmt: skip
         jobs.append((image_name(path), image, channel_axis, blockwise))
     networks = None
     for name, image, channel_axis, blockwise in jobs:
@@ -58,7 +63,9 @@ def predict(args: argparse.Namespace) -> None:
             _predict_blockwise(args, checkpoint, image, out, name, segment_config, channel_axis)
             continue
         if networks is None:
-            teacher = _needs_teacher(segment_config)
+            teacher = _needs_teacher(segment_config) or (
+                args.uncertainty and checkpoint.teacher_state is not None
+            )
             networks = (
                 _network(checkpoint, args.device),
                 _network(checkpoint, args.device, teacher=True) if teacher else None,
@@ -96,13 +103,18 @@ def _check_unique_names(paths: Sequence[Path], name_of: Callable[[Path], str]) -
         )
 
 
-def _check_targets(out: Path, name: str, *, blockwise: bool, embeddings: bool) -> None:
+def _check_targets(
+    out: Path, name: str, *, blockwise: bool, embeddings: bool, uncertainty: bool
+) -> None:
     """Before any work, refuse outputs that would replace something other than a result."""
     from ..core.outputs import check_replaceable
 
     check_replaceable(out / f"{name}_instances.{'zarr' if blockwise else 'tif'}", folder=blockwise)
     if embeddings:
         check_replaceable(out / f"{name}_embeddings.zarr", folder=True)
+    if uncertainty:
+        check_replaceable(out / f"{name}_uncertainty.tif", folder=False)
+        check_replaceable(out / f"{name}_doubts.csv", folder=False)
 
 
 def _network(checkpoint: Any, device: str, *, teacher: bool = False) -> Any:
@@ -138,6 +150,22 @@ def _predict_whole(args, checkpoint, networks, image, out, name, config, channel
     write_tiff(out / f"{name}_instances.tif", instances)
     count = int(instances.max())  # napari's pytest plugin makes numpy log arguments str
     logger.info("%s: %d instances → %s", name, count, out / f"{name}_instances.tif")
+    if args.uncertainty:
+        _write_doubts(out, name, prediction, instances, teacher_view)
+
+
+def _write_doubts(out: Path, name: str, prediction: Any, instances: Any, teacher: Any) -> None:
+    """Write the uncertainty map and the instances ranked by how likely they are wrong."""
+    from ..core.io import write_csv, write_tiff
+    from ..core.uncertainty import rank_instances, uncertainty_map
+
+    doubt = uncertainty_map(prediction, instances, teacher=teacher)
+    write_tiff(out / f"{name}_uncertainty.tif", doubt)
+    ranked = rank_instances(prediction, instances, teacher=teacher)
+    rows = [{"rank": n, **doubt.to_row()} for n, doubt in enumerate(ranked, start=1)]
+    write_csv(out / f"{name}_doubts.csv", rows or [{"rank": None}])
+    worst = f"; most likely wrong: #{ranked[0].label} ({ranked[0].why})" if ranked else ""
+    logger.info("%s: uncertainty → %s_uncertainty.tif, %s_doubts.csv%s", name, name, name, worst)
 
 
 def _predict_blockwise(args, checkpoint, image, out, name, config, channel_axis) -> None:

@@ -60,7 +60,9 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr")
 PREDICTION_KEY = MARKER_KEY
 
 #: Name endings of the results ``predict`` writes (``NAME_instances.tif`` ...).
-OUTPUT_SUFFIXES = ("_instances.tif", "_instances.zarr", "_embeddings.zarr")
+OUTPUT_SUFFIXES = (
+    "_instances.tif", "_instances.zarr", "_embeddings.zarr", "_uncertainty.tif", "_doubts.csv"
+)  # fmt: skip
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,14 @@ import numpy as np
 
 from ..core.image import check_image_values
 from ..core.inference import Prediction, predict, prediction_scale, segment_prediction
+from ..core.uncertainty import painted_object_area, rank_instances, uncertainty_map
 from ..core.visualize import embeddings_to_rgb
 from ._state import CachedPrediction
 
-__all__ = ["blockwise_job", "cluster_job", "predict_job"]
+__all__ = ["DOUBTS_LISTED", "blockwise_job", "cluster_job", "predict_job"]
+
+#: How many of the instances most likely wrong the Correct section lists.
+DOUBTS_LISTED = 10
 
 
 def predict_job(model, teacher, config, frames, channel_axis, device, report, painted=None):  # noqa: ANN001
@@ -58,8 +62,15 @@ def blockwise_job(checkpoint, image, config, channel_axis, device, report, folde
     )  # fmt: skip
 
 
-def cluster_job(cached: list[CachedPrediction], config, teachers) -> list:  # noqa: ANN001
-    """Worker body: instances, foreground mask and embedding colours of every cached frame."""
+def cluster_job(cached: list[CachedPrediction], config, teachers, painted=None) -> list:  # noqa: ANN001
+    """Worker body: per cached frame, instances, foreground mask, embedding colours, doubts.
+
+    Doubts are the uncertainty map and the :data:`DOUBTS_LISTED` instances most
+    likely wrong; ``painted`` (annotations, background id) gives the object size
+    they are compared with.
+    """
+    annotations, background_id = painted or ((), None)
+    area = painted_object_area(annotations, background_id=background_id)
     out = []
     for entry, teacher in zip(cached, teachers, strict=True):
         prediction: Prediction = entry.prediction
@@ -69,5 +80,9 @@ def cluster_job(cached: list[CachedPrediction], config, teachers) -> list:  # no
         else:
             mask = instances > 0
         rgb = embeddings_to_rgb(prediction.embeddings)
-        out.append((entry.time_index, instances, mask.astype(np.uint8), rgb))
+        doubt = uncertainty_map(prediction, instances, teacher=teacher)
+        ranked = rank_instances(
+            prediction, instances, teacher=teacher, reference_area=area, k=DOUBTS_LISTED
+        )
+        out.append((entry.time_index, instances, mask.astype(np.uint8), rgb, doubt, ranked))
     return out

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..core.checkpoint import Checkpoint
     from ..core.inference import Prediction
     from ..core.training import Trainer
+    from ..core.uncertainty import Doubt
 
 __all__ = ["CachedPrediction", "Pair", "SpocoState", "TrainingData", "link_annotation"]
 
@@ -87,7 +88,7 @@ class SpocoState:
     annotations_edited = Signal()
     model_changed = Signal()
     training_changed = Signal(bool)
-    prediction_changed = Signal(str)
+    doubts_changed = Signal(str)
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
@@ -99,6 +100,9 @@ class SpocoState:
         self.busy = False  # a prediction or clustering job is running
         self.device = "auto"  # device for a loaded model (the trainer keeps its own)
         self.predictions: dict[str, CachedPrediction] = {}
+        #: Instances most likely wrong after the last segmentation, worst first, by image
+        #: name: (time index or None, Doubt). The Correct section lists them.
+        self.doubts: dict[str, list[tuple[int | None, Doubt]]] = {}
         self.workers: list[Any] = []
 
     # ------------------------------------------------------------------ model

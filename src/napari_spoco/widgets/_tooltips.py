@@ -109,8 +109,22 @@ TOOLTIPS: dict[str, str] = {
     # Correct
     "click_accept": (
         "While on, clicking an instance in the instances layer copies it into the annotation "
-        "as a new object. Keys on the instances layer: A accept, X delete, R merge into the "
+        "as a new object. Keys on the instances layer: A accept, D delete, R merge into the "
         "selected label."
+    ),
+    "doubts": (
+        "The instances most likely wrong, worst first, and why: 'may hold several objects' "
+        "(its pixels disagree, or it is larger or less convex than your painted objects), "
+        "'may be a piece of an object', 'unsure border', 'the network is unsure here', or "
+        "'possibly a missed object' (foreground without an instance: paint it). Double-click "
+        "to go there. The 'uncertainty' layer shows the same per pixel."
+    ),
+    "goto": "Centre and zoom the view on the chosen instance.",
+    "accept_doubt": "Copy the chosen instance into the annotation as a new object.",
+    "delete_doubt": "Remove the chosen instance from the prediction.",
+    "merge_doubt": (
+        "Give the chosen instance the instances layer's selected label (pick the instance to "
+        "merge into with the colour picker first)."
     ),
     "accept_all": (
         "Copy every predicted instance that does not touch your painting into the annotation."

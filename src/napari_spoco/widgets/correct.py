@@ -5,6 +5,10 @@ the instance under the cursor into the annotation as a new object; ``D``
 deletes it from the prediction; ``R`` gives it the layer's selected label
 (pick one instance with the colour picker, then press R over the others to
 merge them). Then press Train again.
+
+After each segmentation the section lists the instances most likely wrong
+(``core.uncertainty``), worst first and with the reason; "Go to" centres the
+view on one, and the same accept, delete and merge act on it.
 """
 
 from __future__ import annotations
@@ -13,9 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core.annotation import next_free_id, promote_all_instances, promote_instance
+from ..core.uncertainty import Doubt
 from ._state import Pair, SpocoState
 from ._tooltips import TOOLTIPS
 
@@ -25,6 +38,9 @@ if TYPE_CHECKING:
     from .annotate import AnnotateSection
 
 __all__ = ["CorrectSection"]
+
+#: "Go to" shows at least this many image pixels across, so a small piece has context.
+_FEWEST_PIXELS_SHOWN = 96
 
 
 class CorrectSection(QWidget):
@@ -46,13 +62,43 @@ class CorrectSection(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.click_button)
         buttons.addWidget(self.accept_all_button)
+        self.doubt_list = QListWidget()
+        self.doubt_list.setMaximumHeight(150)
+        self.doubt_buttons = {
+            key: QPushButton(text)
+            for key, text in (
+                ("goto", "Go to"),
+                ("accept_doubt", "Accept"),
+                ("delete_doubt", "Delete"),
+                ("merge_doubt", "Merge"),
+            )
+        }
+        doubt_row = QHBoxLayout()
+        for button in self.doubt_buttons.values():
+            doubt_row.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        layout.addWidget(QLabel("Most likely wrong:"))
+        layout.addWidget(self.doubt_list)
+        layout.addLayout(doubt_row)
         self.click_button.setToolTip(TOOLTIPS["click_accept"])
         self.accept_all_button.setToolTip(TOOLTIPS["accept_all"])
+        self.doubt_list.setToolTip(TOOLTIPS["doubts"])
+        for key, button in self.doubt_buttons.items():
+            button.setToolTip(TOOLTIPS[key])
         self.accept_all_button.clicked.connect(self.accept_all)
         self.click_button.toggled.connect(self._click_mode)
+        self.doubt_buttons["goto"].clicked.connect(lambda: self.go_to(self.chosen_doubt()))
+        self.doubt_buttons["accept_doubt"].clicked.connect(lambda: self._act_on_doubt("accept"))
+        self.doubt_buttons["delete_doubt"].clicked.connect(lambda: self._act_on_doubt("delete"))
+        self.doubt_buttons["merge_doubt"].clicked.connect(lambda: self._act_on_doubt("merge"))
+        self.doubt_list.currentRowChanged.connect(self._update_doubt_buttons)
+        self.doubt_list.itemDoubleClicked.connect(lambda _: self.go_to(self.chosen_doubt()))
+        state.doubts_changed.connect(self.show_doubts)
+        self._doubts: list[tuple[int | None, Doubt]] = []
+        self._doubts_of = ""  # the image they belong to
+        self._update_doubt_buttons()
         self._bound: list[Any] = []
 
     # ------------------------------------------------------------------ targets
@@ -95,6 +141,10 @@ class CorrectSection(QWidget):
             show_info("Segment the image first: there are no instances to accept yet.")
             return 0
         frame, instance_id = self._frame_index(layer, pair, position)
+        return self.accept_instance(pair, layer, frame, instance_id)
+
+    def accept_instance(self, pair: Pair, layer: Any, frame: tuple, instance_id: int) -> int:
+        """Copy instance ``instance_id`` of ``frame`` into the annotation; return its new id."""
         if instance_id == 0:
             return 0
         annotation = pair.annotation
@@ -127,9 +177,12 @@ class CorrectSection(QWidget):
         if layer is None:
             return
         frame, instance_id = self._frame_index(layer, pair, position)
+        self.relabel_instance(layer, frame, instance_id, new_label(layer))
+
+    def relabel_instance(self, layer: Any, frame: tuple, instance_id: int, target: int) -> None:
+        """Give instance ``instance_id`` of ``frame`` the label ``target`` (0 removes it)."""
         if instance_id == 0:
             return
-        target = new_label(layer)
         data = layer.data[frame] if frame else layer.data
         data[data == instance_id] = target
         layer.refresh()
@@ -155,6 +208,79 @@ class CorrectSection(QWidget):
         self.status.setText(message + " Press Train to learn from them.")
         self.state.annotations_edited.emit()
         self.annotate.refresh_pairs()
+
+    # ------------------------------------------------------------------ likely mistakes
+    def show_doubts(self, image_name: str) -> None:
+        """List the instances of ``image_name`` most likely wrong (after a segmentation)."""
+        self._doubts = list(self.state.doubts.get(image_name, []))
+        self._doubts_of = image_name
+        self.doubt_list.clear()
+        for t, doubt in self._doubts:
+            where = f"t={t} · " if t is not None else ""
+            what = f"#{doubt.label}" if doubt.label else "unlabelled region"
+            text = f"{where}{what}: {doubt.why} ({doubt.score:.2f})"
+            self.doubt_list.addItem(QListWidgetItem(text))
+        if self._doubts:
+            self.doubt_list.setCurrentRow(0)
+        self._update_doubt_buttons()
+
+    def chosen_doubt(self) -> tuple[int | None, Doubt] | None:
+        """Return the listed instance the user chose (the current row), or None."""
+        row = self.doubt_list.currentRow()
+        return self._doubts[row] if 0 <= row < len(self._doubts) else None
+
+    def go_to(self, chosen: tuple[int | None, Doubt] | None) -> None:
+        """Centre the view on a listed instance, zoomed so that its neighbours show too."""
+        layer = self._doubt_layer()
+        if chosen is None or layer is None:
+            return
+        t, doubt = chosen
+        prefix = () if t is None else (t,)
+        centre = layer.data_to_world((*prefix, *doubt.centre))
+        if t is not None:
+            self.viewer.dims.set_point(0, centre[0])
+        displayed = list(self.viewer.dims.displayed)
+        camera = getattr(self.viewer, "scene", self.viewer).camera
+        camera.center = tuple(np.asarray(centre)[displayed])
+        sizes = [stop - start for start, stop in doubt.bbox]
+        pixel = min(abs(s) for s in layer.scale[len(prefix) :])
+        view = max(3 * max(sizes), _FEWEST_PIXELS_SHOWN) * pixel  # world units across
+        camera.zoom = 0.9 * min(self.viewer.canvas.size) / view
+        self.viewer.layers.selection.active = layer
+        layer.visible = True
+
+    def _doubt_layer(self) -> Any | None:
+        name = f"{self._doubts_of} instances"
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _act_on_doubt(self, action: str) -> None:
+        """Accept, delete or merge the chosen listed instance, then drop it from the list."""
+        chosen = self.chosen_doubt()
+        layer = self._doubt_layer()
+        pair = self._pair()
+        if chosen is None or layer is None:
+            return
+        t, doubt = chosen
+        frame = () if t is None else (t,)
+        if action == "accept":
+            if pair is None or pair.image.name != self._doubts_of:
+                show_info(f"Choose {self._doubts_of}'s annotation in Annotate to accept into it.")
+                return
+            self.accept_instance(pair, layer, frame, doubt.label)
+        else:
+            target = 0 if action == "delete" else int(layer.selected_label)
+            self.relabel_instance(layer, frame, doubt.label, target)
+        row = self.doubt_list.currentRow()
+        del self._doubts[row]
+        self.doubt_list.takeItem(row)
+        self._update_doubt_buttons()
+
+    def _update_doubt_buttons(self, *_: Any) -> None:
+        chosen = self.chosen_doubt()
+        self.doubt_buttons["goto"].setEnabled(chosen is not None)
+        is_instance = chosen is not None and chosen[1].label > 0  # a missed region is painted
+        for key in ("accept_doubt", "delete_doubt", "merge_doubt"):
+            self.doubt_buttons[key].setEnabled(is_instance)
 
     # ------------------------------------------------------------------ click mode
     def _click_mode(self, on: bool) -> None:

@@ -123,3 +123,4 @@ def _release(state: SpocoState) -> None:
     state.loaded_checkpoint = None
     state.loaded_builtin = None
     state.predictions.clear()
+    state.doubts.clear()

@@ -24,7 +24,7 @@ from superqt.utils import ensure_main_thread, qdebounced
 
 from ..core.axes import Axes, guess_axes
 from ..core.clustering_methods import CLUSTERING_METHODS
-from ._jobs import blockwise_job, cluster_job, predict_job
+from ._jobs import DOUBTS_LISTED, blockwise_job, cluster_job, predict_job
 from ._layers import LayerComboBox, show_layer
 from ._pacer import Pacer
 from ._run import start_worker
@@ -299,7 +299,7 @@ class SegmentSection(QWidget):
         self._set_busy(True)
         self.status.setText(f"Clustering {layer.name} ({config.method})…")
         worker = start_worker(
-            self, cluster_job, cached, config, teachers,
+            self, cluster_job, cached, config, teachers, self._painted(layer),
             on_return=lambda results: self._clustered(layer, results),
             on_error=lambda _: self._failed(),
         )  # fmt: skip
@@ -313,10 +313,13 @@ class SegmentSection(QWidget):
         translate = layer.translate if layer.rgb else np.asarray(layer.translate)[keep]
         placement = {"scale": scale, "translate": translate}
         shape = axes.labels_shape(tuple(layer.data.shape))
-        instances, mask, rgb = self._full_arrays(layer.name, shape, results)
+        instances, mask, rgb, doubt = self._full_arrays(layer.name, shape, results)
         # Ids are 1..n per frame (core.clustering.remove_small_segments), so max is the count.
-        count = sum(int(frame_instances.max(initial=0)) for _, frame_instances, _, _ in results)
-        # Three new layers cost ~100 ms each on the main thread: one per event-loop turn.
+        count = sum(int(frame[1].max(initial=0)) for frame in results)
+        doubts = sorted(
+            ((frame[0], d) for frame in results for d in frame[5]), key=lambda item: -item[1].score
+        )[:DOUBTS_LISTED]
+        # New layers cost ~100 ms each on the main thread: one per event-loop turn.
         self._pacer.submit(f"{layer.name} embeddings", lambda: show_layer(
             self.viewer, f"{layer.name} embeddings", rgb, "image", placement=placement, rgb=True,
             visible=False,
@@ -324,6 +327,10 @@ class SegmentSection(QWidget):
         self._pacer.submit(f"{layer.name} foreground", lambda: show_layer(
             self.viewer, f"{layer.name} foreground", mask, "labels", placement=placement,
             opacity=0.3, visible=False,
+        ))  # fmt: skip
+        self._pacer.submit(f"{layer.name} uncertainty", lambda: show_layer(
+            self.viewer, f"{layer.name} uncertainty", doubt, "image", placement=placement,
+            colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", visible=False,
         ))  # fmt: skip
 
         def show_instances() -> None:
@@ -334,21 +341,23 @@ class SegmentSection(QWidget):
                     self.viewer.layers[name].visible = False
             self.status.setText(f"{count} instances in {layer.name}.")
             self._set_busy(False)
+            self.state.doubts[layer.name] = doubts
             self.segmented.emit(layer.name)
+            self.state.doubts_changed.emit(layer.name)
 
         self._pacer.submit(f"{layer.name} instances", show_instances)
 
     def _full_arrays(self, name: str, shape: tuple[int, ...], results: list) -> tuple:
-        """Instances, mask and colours at the image's size; time points fill their frame."""
+        """Instances, mask, colours and uncertainty at the image's size; frames fill their slot."""
         if results[0][0] is None:
-            _, instances, mask, rgb = results[0]
-            return instances, mask, rgb
+            return results[0][1:5]
         old = f"{name} instances"
         instances = np.zeros(shape, dtype=np.uint32)
         if old in self.viewer.layers and self.viewer.layers[old].data.shape == shape:
             instances = np.array(self.viewer.layers[old].data, dtype=np.uint32)
         mask = np.zeros(shape, dtype=np.uint8)
         rgb = np.zeros((*shape, 3), dtype=np.float32)
-        for t, frame_instances, frame_mask, frame_rgb in results:
-            instances[t], mask[t], rgb[t] = frame_instances, frame_mask, frame_rgb
-        return instances, mask, rgb
+        doubt = np.zeros(shape, dtype=np.float32)
+        for t, *arrays, _ in results:
+            instances[t], mask[t], rgb[t], doubt[t] = arrays
+        return instances, mask, rgb, doubt

@@ -1,0 +1,296 @@
+"""Where the segmentation is probably wrong: a pixel map and a ranked list of instances.
+
+A user who painted a few objects cannot check hundreds of instances by eye.
+The network says itself where it is unsure, in three ways that cost no
+ground truth:
+
+* **foreground ambiguity**: the foreground probability near 0.5, at doubtful
+  borders and faint objects (``1 - |2p - 1|``);
+* **spread**: pixels far from their instance's mean embedding. Training pulls
+  an object's pixels within ``delta_v`` of its centre and pushes centres
+  ``2 * delta_d`` apart, so a pixel more than ``delta_d`` from its centre is
+  nearer to where another object's centre would be: a likely merge;
+* **disagreement**: the distance between the student's and the EMA teacher's
+  embedding of the same pixel, relative to ``delta_d`` (when the teacher's
+  embeddings are given).
+
+Each is scaled to [0, 1]; the map is their maximum. Per instance, the
+components become reasons: *merge* (spread, or much larger or less convex than
+the painted objects), *split* (much smaller than them), *border* (ambiguous
+foreground along its outline), *unsure* (disagreement). Foreground without an
+instance becomes a *missed* candidate. An instance's score is its largest
+reason, and :func:`rank_instances` sorts by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
+
+from .clustering import foreground_probability
+from .inference import Prediction
+
+__all__ = [
+    "REASONS",
+    "Doubt",
+    "painted_object_area",
+    "rank_instances",
+    "uncertainty_map",
+]
+
+#: Why an instance is doubted, as the panel and the CSV say it.
+REASONS = {
+    "merge": "may hold several objects",
+    "split": "may be a piece of an object",
+    "border": "unsure border",
+    "unsure": "the network is unsure here",
+    "missed": "possibly a missed object",
+}
+#: Foreground probability above which pixels outside every instance may be a missed object.
+MISSED_PROBABILITY = 0.3
+#: Size ratio to the painted objects (log2) that counts fully as too large or too small:
+#: four times or a quarter of their area. Nuclei of one image vary by about twofold.
+_SIZE_OCTAVES = 2.0
+#: Distances (pixels) from an instance's outline where its border is judged.
+_BAND = (1.5, 3.5)
+#: Solidity below which an instance counts fully as non-convex (nuclei and most cells are
+#: convex; two merged ones are not). Between it and 0.95 the score rises linearly.
+_LOW_SOLIDITY = 0.75
+
+
+@dataclass(frozen=True)
+class Doubt:
+    """One instance (or missed region) that is probably wrong, and why.
+
+    ``label`` is the instance id, 0 for a missed region; ``scores`` holds every
+    reason's score in [0, 1], ``reason`` the largest; ``centre`` and ``bbox``
+    (start, stop per axis) are in pixels of the label image.
+    """
+
+    label: int
+    score: float
+    reason: str
+    scores: dict[str, float]
+    centre: tuple[float, ...]
+    bbox: tuple[tuple[int, int], ...]
+    area: int
+
+    @property
+    def why(self) -> str:
+        """The reason in words, for a list a user reads."""
+        return REASONS[self.reason]
+
+    def to_row(self) -> dict[str, object]:
+        """Flatten for a table (CSV): label, score, reason, every reason's score, place."""
+        axes = "zyx"[-len(self.centre) :]
+        return {
+            "label": self.label,
+            "score": round(self.score, 4),
+            "reason": self.reason,
+            "why": self.why,
+            **{f"score_{name}": round(self.scores.get(name, 0.0), 4) for name in REASONS},
+            **{f"centre_{a}": round(c, 1) for a, c in zip(axes, self.centre, strict=True)},
+            **{f"{a}_start": b[0] for a, b in zip(axes, self.bbox, strict=True)},
+            **{f"{a}_stop": b[1] for a, b in zip(axes, self.bbox, strict=True)},
+            "area": self.area,
+        }
+
+
+def uncertainty_map(
+    prediction: Prediction,
+    instances: ArrayLike,
+    *,
+    teacher: ArrayLike | None = None,
+) -> NDArray[np.float32]:
+    """Return a (*spatial) map in [0, 1]: how unsure the network is of each pixel.
+
+    The maximum of foreground ambiguity, spread (inside instances) and, with
+    ``teacher`` embeddings of the same image, disagreement.
+    """
+    parts = _pixel_parts(prediction, np.asarray(instances), teacher)
+    return np.maximum.reduce(list(parts.values())).astype(np.float32)
+
+
+def painted_object_area(
+    annotations: Sequence[ArrayLike], *, background_id: int | None = None
+) -> float | None:
+    """Median area (pixels) of the painted objects, the size instances are compared with."""
+    areas = []
+    for annotation in annotations:
+        labels = np.asarray(annotation)
+        if background_id is not None:
+            labels = np.where(labels == background_id, 0, labels)
+        counts = np.bincount(labels.ravel().astype(np.int64))[1:]
+        areas.extend(counts[counts > 0].tolist())
+    return float(np.median(areas)) if areas else None
+
+
+def rank_instances(
+    prediction: Prediction,
+    instances: ArrayLike,
+    *,
+    teacher: ArrayLike | None = None,
+    reference_area: float | None = None,
+    k: int | None = None,
+) -> list[Doubt]:
+    """Rank the instances (and missed regions) by how likely they are wrong, worst first.
+
+    Parameters
+    ----------
+    prediction : Prediction
+        The network's output the instances were clustered from.
+    instances : array_like of int
+        Instance labels (0 = background), at the prediction's size.
+    teacher : array_like, optional
+        The EMA teacher's embeddings of the same image: adds *unsure*.
+    reference_area : float, optional
+        Typical object area in pixels, from :func:`painted_object_area`;
+        without it, the median instance area.
+    k : int, optional
+        Return only the ``k`` worst.
+    """
+    labels = np.asarray(instances)
+    parts = _pixel_parts(prediction, labels, teacher)
+    ids, areas = np.unique(labels[labels > 0], return_counts=True)
+    if reference_area is None and len(areas):
+        reference_area = float(np.median(areas))
+    reference_area = reference_area or 1.0
+    doubts = _instance_doubts(labels, ids, areas, parts, reference_area)
+    doubts += _missed_regions(prediction, labels, reference_area)
+    doubts.sort(key=lambda d: (-d.score, d.label))
+    return doubts[:k] if k is not None else doubts
+
+
+def _foreground(prediction: Prediction) -> NDArray[np.float32]:
+    if prediction.foreground is not None:
+        return prediction.foreground
+    return foreground_probability(
+        prediction.embeddings, delta_v=prediction.delta_v, delta_d=prediction.delta_d
+    )
+
+
+def _pixel_parts(
+    prediction: Prediction, labels: NDArray, teacher: ArrayLike | None
+) -> dict[str, NDArray[np.float32]]:
+    """Each pixel component in [0, 1], by the reason it feeds."""
+    embeddings = prediction.embeddings
+    if labels.shape != embeddings.shape[1:]:
+        raise ValueError(
+            f"instances of shape {labels.shape} do not match the prediction's "
+            f"{embeddings.shape[1:]}"
+        )
+    delta_v, delta_d = prediction.delta_v, prediction.delta_d
+    parts = {"border": (1 - np.abs(2 * _foreground(prediction) - 1)).astype(np.float32)}
+    flat = labels.ravel().astype(np.int64)
+    counts = np.maximum(np.bincount(flat), 1)
+    means = np.stack([np.bincount(flat, e.ravel()) / counts for e in embeddings])
+    distance = np.linalg.norm(embeddings - means[:, flat].reshape(embeddings.shape), axis=0)
+    spread = np.clip((distance - delta_v) / (delta_d - delta_v), 0, 1)
+    parts["merge"] = np.where(labels > 0, spread, 0).astype(np.float32)
+    if teacher is not None:
+        gap = np.linalg.norm(embeddings - np.asarray(teacher, np.float32), axis=0)
+        parts["unsure"] = np.clip(gap / delta_d, 0, 1).astype(np.float32)
+    return parts
+
+
+def _instance_doubts(
+    labels: NDArray,
+    ids: NDArray,
+    areas: NDArray,
+    parts: dict[str, NDArray[np.float32]],
+    reference_area: float,
+) -> list[Doubt]:
+    """Score each instance: pixel components pooled, size and shape against the paint."""
+    from skimage.measure import regionprops
+
+    if not len(ids):
+        return []
+    index = ids.astype(np.int64)
+    # The worst tenth of an instance's pixels says "merge"; an average would hide it.
+    spread = _upper_decile(parts["merge"], labels, index)
+    border = ndimage.mean(parts["border"], _border_band(labels), index)
+    unsure = ndimage.mean(parts["unsure"], labels, index) if "unsure" in parts else None
+    size = np.log2(areas / reference_area) / _SIZE_OCTAVES
+    doubts = []
+    for n, region in enumerate(regionprops(labels.astype(np.int64))):
+        solidity = region.solidity if labels.ndim == 2 else 1.0
+        convexity = np.clip((0.95 - solidity) / (0.95 - _LOW_SOLIDITY), 0, 1)
+        # An object cut by the image's edge is small for a reason, not a piece.
+        cut = any(start == 0 or stop == side for (start, stop), side in
+                  zip(_bounds(region), labels.shape, strict=True))  # fmt: skip
+        scores = {
+            "merge": float(max(spread[n], np.clip(size[n], 0, 1), convexity)),
+            "split": 0.0 if cut else float(np.clip(-size[n], 0, 1)),
+            "border": float(np.nan_to_num(border[n])),
+        }
+        if unsure is not None:
+            scores["unsure"] = float(unsure[n])
+        doubts.append(_doubt(int(region.label), scores, region))
+    return doubts
+
+
+def _missed_regions(prediction: Prediction, labels: NDArray, reference_area: float) -> list[Doubt]:
+    """Find foreground the clustering left out, at least a quarter of an object large."""
+    from skimage.measure import label, regionprops
+
+    probability = _foreground(prediction)
+    candidates = label((probability > MISSED_PROBABILITY) & (labels == 0))
+    doubts = []
+    for region in regionprops(candidates, intensity_image=probability):
+        if region.area < reference_area / 4:
+            continue
+        confidence = float(np.clip(region.intensity_mean / 0.5, 0, 1))
+        extent = float(np.clip(region.area / (reference_area / 2), 0, 1))
+        doubts.append(_doubt(0, {"missed": confidence * extent}, region))
+    return doubts
+
+
+def _bounds(region: object) -> tuple[tuple[int, int], ...]:
+    """(start, stop) per axis of a regionprops region's bounding box."""
+    bbox = region.bbox
+    ndim = len(bbox) // 2
+    return tuple((int(bbox[i]), int(bbox[i + ndim])) for i in range(ndim))
+
+
+def _doubt(label: int, scores: dict[str, float], region: object) -> Doubt:
+    reason = max(scores, key=scores.get)
+    return Doubt(
+        label=label,
+        score=scores[reason],
+        reason=reason,
+        scores=scores,
+        centre=tuple(float(c) for c in region.centroid),
+        bbox=_bounds(region),
+        area=int(region.area),
+    )
+
+
+def _upper_decile(values: NDArray, labels: NDArray, index: NDArray) -> NDArray:
+    """90th percentile of ``values`` per label in ``index``."""
+    order = np.argsort(labels, axis=None, kind="stable")
+    sorted_labels = labels.ravel()[order]
+    sorted_values = values.ravel()[order]
+    result = np.zeros(len(index))
+    starts = np.searchsorted(sorted_labels, index, side="left")
+    stops = np.searchsorted(sorted_labels, index, side="right")
+    for n, (start, stop) in enumerate(zip(starts, stops, strict=True)):
+        result[n] = np.percentile(sorted_values[start:stop], 90)
+    return result
+
+
+def _border_band(labels: NDArray) -> NDArray:
+    """Labels of the band 2-3 pixels either side of each instance's outline (0 elsewhere).
+
+    At the outline itself the foreground probability is near 0.5 by definition
+    (the mask's threshold); a crisp border leaves the band clear, a doubtful one
+    does not.
+    """
+    from skimage.segmentation import expand_labels, find_boundaries
+
+    from_outline = ndimage.distance_transform_edt(~find_boundaries(labels, mode="thick"))
+    near = expand_labels(labels, _BAND[1])
+    return np.where((from_outline >= _BAND[0]) & (from_outline <= _BAND[1]), near, 0)

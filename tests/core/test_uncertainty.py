@@ -1,0 +1,71 @@
+"""Where the segmentation is probably wrong: planted mistakes come first."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_spoco.core.inference import Prediction
+from napari_spoco.core.uncertainty import (
+    painted_object_area,
+    rank_instances,
+    uncertainty_map,
+)
+
+
+def _scene(seed=0):
+    """Twelve discs, each with its own embedding; a crisp, slightly blurred foreground."""
+    rng = np.random.default_rng(seed)
+    shape, radius = (160, 200), 9
+    yy, xx = np.indices(shape)
+    truth = np.zeros(shape, np.uint32)
+    centres = [(25 + 36 * (i // 5), 22 + 38 * (i % 5)) for i in range(12)]
+    for n, (y, x) in enumerate(centres, start=1):
+        truth[(yy - y) ** 2 + (xx - x) ** 2 <= radius**2] = n
+    codes = rng.normal(size=(13, 8)) * 3.0  # centres ~4+ apart: beyond 2 * delta_d
+    embeddings = codes[truth].transpose(2, 0, 1) + rng.normal(0, 0.1, (8, *shape))
+    foreground = ndimage.gaussian_filter((truth > 0).astype(np.float32), 1.0)
+    prediction = Prediction(
+        embeddings=embeddings.astype(np.float32), foreground=foreground, delta_v=0.5, delta_d=2.0
+    )
+    return prediction, truth, centres
+
+
+def test_a_planted_merge_and_a_planted_missed_object_come_first():
+    prediction, truth, centres = _scene()
+    instances = truth.copy()
+    instances[instances == 2] = 1  # the clustering merged objects 1 and 2 (neighbours)
+    instances[instances == 7] = 0  # and missed object 7
+    ranked = rank_instances(prediction, instances, reference_area=np.pi * 9**2)
+    first, second = sorted(ranked[:2], key=lambda d: d.label)
+    assert (first.label, first.reason) == (0, "missed")
+    assert np.allclose(first.centre, centres[6], atol=1.5)
+    assert (second.label, second.reason) == (1, "merge")
+    assert min(first.score, second.score) > 0.8
+    assert max(d.score for d in ranked[2:]) < 0.3  # the correct ones are not doubted
+
+
+def test_a_fragment_is_a_split_and_teacher_disagreement_is_unsure():
+    prediction, truth, _ = _scene(seed=1)
+    instances = truth.copy()
+    instances[(instances == 4) & (np.indices(truth.shape)[1] > 22 + 38 * 3 + 4)] = 20  # a sliver
+    teacher = prediction.embeddings.copy()
+    teacher[:, truth == 9] += 3.0  # the teacher sees object 9 elsewhere
+    area = painted_object_area([np.where(truth == 3, 3, 0), np.where(truth == 5, 5, 0)])
+    ranked = {d.label: d for d in rank_instances(prediction, instances, teacher=teacher,
+                                                 reference_area=area)}  # fmt: skip
+    assert ranked[20].reason == "split" and ranked[20].score > 0.8
+    assert ranked[9].reason == "unsure" and ranked[9].score > 0.8
+    assert ranked[3].score < 0.3
+
+
+def test_the_map_is_high_where_the_network_is_unsure():
+    prediction, truth, _ = _scene()
+    instances = truth.copy()
+    instances[instances == 2] = 1
+    doubt = uncertainty_map(prediction, instances)
+    assert doubt.shape == truth.shape and doubt.dtype == np.float32
+    assert 0 <= doubt.min() and doubt.max() <= 1
+    assert doubt[truth == 2].mean() > 0.8  # inside the merge
+    assert doubt[truth == 3].mean() < 0.2
+    with pytest.raises(ValueError, match="do not match"):
+        uncertainty_map(prediction, instances[:10])
