@@ -24,7 +24,7 @@ Step 4 has three arms (``--arms``), with the same budget per round:
 
 * ``oracle``: the worst nuclei by the ground truth (above), which no user has;
 * ``guided``: the top instances of the panel's list of likely mistakes
-  (``core.uncertainty.rank_instances``, with the teacher), walked down until
+  (``core.uncertainty.assess``, as the panel computes it), walked down until
   ``--promote`` nuclei are corrected; the ground truth only paints the nucleus an
   instance covers most, never chooses;
 * ``random``: random predicted instances, corrected the same way.
@@ -99,13 +99,13 @@ def chosen_objects(arm, prediction, instances, truth, annotated, count, rng, tea
     Work-scale ``instances`` and ``truth``; returns the ids and, per chosen
     instance, whether it really was wrong.
     """
-    from napari_spoco.core.uncertainty import painted_object_area, rank_instances
+    from napari_spoco.core.uncertainty import assess, painted_object_area
 
     if arm == "oracle":
         return [i for i, _ in worst_objects(truth, instances, annotated, count)], []
     if arm == "guided":
         area = painted_object_area([np.where(annotated == BACKGROUND_ID, 0, annotated)])
-        ranked = rank_instances(prediction, instances, teacher=teacher, reference_area=area)
+        _, ranked = assess(prediction, instances, teacher=teacher, reference_area=area)
         regions = [(d.label, d.bbox) for d in ranked]
     else:
         labels = np.unique(instances)[1:]
@@ -221,12 +221,9 @@ def session(image, truth, test, args, seed: int, arm: str = "oracle") -> list[di
             own = _baselines.to_full_resolution(work_instances, truth.shape)
             chosen, wrong = chosen_objects(arm, None, own, truth, annotation, args.promote, rng)
         else:
-            teacher = None
-            if arm == "guided":
-                teacher = predict(trainer.teacher, work, loss=config.loss).embeddings
             chosen, wrong = chosen_objects(
                 arm, prediction, work_instances, _baselines.work_labels(truth, scale),
-                _baselines.work_labels(annotation, scale), args.promote, rng, teacher,
+                _baselines.work_labels(annotation, scale), args.promote, rng,
             )  # fmt: skip
         row["promoted"] = chosen
         row["precision"] = float(np.mean(wrong)) if wrong else None

@@ -5,11 +5,7 @@ import pytest
 from scipy import ndimage
 
 from napari_spoco.core.inference import Prediction
-from napari_spoco.core.uncertainty import (
-    painted_object_area,
-    rank_instances,
-    uncertainty_map,
-)
+from napari_spoco.core.uncertainty import assess, painted_object_area
 
 
 def _scene(seed=0):
@@ -35,7 +31,7 @@ def test_a_planted_merge_and_a_planted_missed_object_come_first():
     instances = truth.copy()
     instances[instances == 2] = 1  # the clustering merged objects 1 and 2 (neighbours)
     instances[instances == 7] = 0  # and missed object 7
-    ranked = rank_instances(prediction, instances, reference_area=np.pi * 9**2)
+    _, ranked = assess(prediction, instances, reference_area=np.pi * 9**2)
     first, second = sorted(ranked[:2], key=lambda d: d.label)
     assert (first.label, first.reason) == (0, "missed")
     assert np.allclose(first.centre, centres[6], atol=1.5)
@@ -51,8 +47,8 @@ def test_a_fragment_is_a_split_and_teacher_disagreement_is_unsure():
     teacher = prediction.embeddings.copy()
     teacher[:, truth == 9] += 3.0  # the teacher sees object 9 elsewhere
     area = painted_object_area([np.where(truth == 3, 3, 0), np.where(truth == 5, 5, 0)])
-    ranked = {d.label: d for d in rank_instances(prediction, instances, teacher=teacher,
-                                                 reference_area=area)}  # fmt: skip
+    _, ranked = assess(prediction, instances, teacher=teacher, reference_area=area)
+    ranked = {d.label: d for d in ranked}
     assert ranked[20].reason == "split" and ranked[20].score > 0.8
     assert ranked[9].reason == "unsure" and ranked[9].score > 0.8
     assert ranked[3].score < 0.3
@@ -62,10 +58,28 @@ def test_the_map_is_high_where_the_network_is_unsure():
     prediction, truth, _ = _scene()
     instances = truth.copy()
     instances[instances == 2] = 1
-    doubt = uncertainty_map(prediction, instances)
+    doubt, _ = assess(prediction, instances)
     assert doubt.shape == truth.shape and doubt.dtype == np.float32
     assert 0 <= doubt.min() and doubt.max() <= 1
     assert doubt[truth == 2].mean() > 0.8  # inside the merge
     assert doubt[truth == 3].mean() < 0.2
     with pytest.raises(ValueError, match="do not match"):
-        uncertainty_map(prediction, instances[:10])
+        assess(prediction, instances[:10])
+
+
+def test_large_objects_are_judged_on_a_subsampled_grid_with_the_same_verdict():
+    """Objects four times the reference size: the map and the ranking keep the planted errors."""
+    prediction, truth, centres = _scene()
+    big = lambda a: np.repeat(np.repeat(a, 4, axis=-2), 4, axis=-1)  # noqa: E731
+    large = type(prediction)(
+        embeddings=big(prediction.embeddings), foreground=big(prediction.foreground),
+        delta_v=0.5, delta_d=2.0,
+    )  # fmt: skip
+    instances = big(truth)
+    instances[instances == 2] = 1
+    instances[instances == 7] = 0
+    doubt, ranked = assess(large, instances, reference_area=16 * np.pi * 9**2)
+    assert doubt.shape == instances.shape
+    assert {(d.label, d.reason) for d in ranked[:2]} == {(0, "missed"), (1, "merge")}
+    missed = next(d for d in ranked if d.label == 0)
+    assert np.allclose(missed.centre, 4 * np.asarray(centres[6]) + 1.5, atol=4)

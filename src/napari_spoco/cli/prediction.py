@@ -63,9 +63,7 @@ def predict(args: argparse.Namespace) -> None:
             _predict_blockwise(args, checkpoint, image, out, name, segment_config, channel_axis)
             continue
         if networks is None:
-            teacher = _needs_teacher(segment_config) or (
-                args.uncertainty and checkpoint.teacher_state is not None
-            )
+            teacher = _needs_teacher(segment_config)
             networks = (
                 _network(checkpoint, args.device),
                 _network(checkpoint, args.device, teacher=True) if teacher else None,
@@ -157,11 +155,10 @@ def _predict_whole(args, checkpoint, networks, image, out, name, config, channel
 def _write_doubts(out: Path, name: str, prediction: Any, instances: Any, teacher: Any) -> None:
     """Write the uncertainty map and the instances ranked by how likely they are wrong."""
     from ..core.io import write_csv, write_tiff
-    from ..core.uncertainty import rank_instances, uncertainty_map
+    from ..core.uncertainty import assess
 
-    doubt = uncertainty_map(prediction, instances, teacher=teacher)
+    doubt, ranked = assess(prediction, instances, teacher=teacher)
     write_tiff(out / f"{name}_uncertainty.tif", doubt)
-    ranked = rank_instances(prediction, instances, teacher=teacher)
     rows = [{"rank": n, **doubt.to_row()} for n, doubt in enumerate(ranked, start=1)]
     write_csv(out / f"{name}_doubts.csv", rows or [{"rank": None}])
     worst = f"; most likely wrong: #{ranked[0].label} ({ranked[0].why})" if ranked else ""

@@ -19,7 +19,7 @@ components become reasons: *merge* (spread, or much larger or less convex than
 the painted objects), *split* (much smaller than them), *border* (ambiguous
 foreground along its outline), *unsure* (disagreement). Foreground without an
 instance becomes a *missed* candidate. An instance's score is its largest
-reason, and :func:`rank_instances` sorts by it.
+reason, and :func:`assess` sorts by it.
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
 from .clustering import foreground_probability
+from .config import REFERENCE_DIAMETER
 from .inference import Prediction
 
 __all__ = [
     "REASONS",
     "Doubt",
+    "assess",
     "painted_object_area",
-    "rank_instances",
-    "uncertainty_map",
 ]
 
 #: Why an instance is doubted, as the panel and the CSV say it.
@@ -100,21 +100,6 @@ class Doubt:
         }
 
 
-def uncertainty_map(
-    prediction: Prediction,
-    instances: ArrayLike,
-    *,
-    teacher: ArrayLike | None = None,
-) -> NDArray[np.float32]:
-    """Return a (*spatial) map in [0, 1]: how unsure the network is of each pixel.
-
-    The maximum of foreground ambiguity, spread (inside instances) and, with
-    ``teacher`` embeddings of the same image, disagreement.
-    """
-    parts = _pixel_parts(prediction, np.asarray(instances), teacher)
-    return np.maximum.reduce(list(parts.values())).astype(np.float32)
-
-
 def painted_object_area(
     annotations: Sequence[ArrayLike], *, background_id: int | None = None
 ) -> float | None:
@@ -129,15 +114,15 @@ def painted_object_area(
     return float(np.median(areas)) if areas else None
 
 
-def rank_instances(
+def assess(
     prediction: Prediction,
     instances: ArrayLike,
     *,
     teacher: ArrayLike | None = None,
     reference_area: float | None = None,
     k: int | None = None,
-) -> list[Doubt]:
-    """Rank the instances (and missed regions) by how likely they are wrong, worst first.
+) -> tuple[NDArray[np.float32], list[Doubt]]:
+    """Return the uncertainty map and the instances ranked by how likely they are wrong.
 
     Parameters
     ----------
@@ -152,17 +137,58 @@ def rank_instances(
         without it, the median instance area.
     k : int, optional
         Return only the ``k`` worst.
+
+    Returns
+    -------
+    map : ndarray of float32, shape (*spatial)
+        In [0, 1]: the maximum of foreground ambiguity, spread (inside
+        instances) and, with ``teacher``, disagreement.
+    doubts : list of Doubt
+        Worst first; missed regions have label 0.
     """
-    labels = np.asarray(instances)
-    parts = _pixel_parts(prediction, labels, teacher)
-    ids, areas = np.unique(labels[labels > 0], return_counts=True)
-    if reference_area is None and len(areas):
-        reference_area = float(np.median(areas))
-    reference_area = reference_area or 1.0
-    doubts = _instance_doubts(labels, ids, areas, parts, reference_area)
-    doubts += _missed_regions(prediction, labels, reference_area)
+    labels = np.asarray(instances).astype(np.int64, copy=False)
+    embeddings = prediction.embeddings
+    if labels.shape != embeddings.shape[1:]:
+        raise ValueError(
+            f"instances of shape {labels.shape} do not match the prediction's "
+            f"{embeddings.shape[1:]}"
+        )
+    areas = np.bincount(labels.ravel())
+    ids = np.flatnonzero(areas[1:]) + 1
+    if reference_area is None:
+        reference_area = float(np.median(areas[ids])) if len(ids) else 1.0
+    # Pixels are judged at about the network's own resolution: large objects are
+    # subsampled until they span REFERENCE_DIAMETER-ish pixels, which bounds the cost.
+    step = _stride(reference_area)
+    view = (slice(None, None, step),) * labels.ndim
+    foreground = _foreground(prediction)
+    parts = _pixel_parts(
+        embeddings[(slice(None), *view)],
+        foreground[view],
+        labels[view],
+        None if teacher is None else np.asarray(teacher)[(slice(None), *view)],
+        prediction.delta_v,
+        prediction.delta_d,
+    )
+    coarse = np.maximum.reduce(list(parts.values()))
+    doubt_map = _upsample(coarse, step, labels.shape)
+    doubts = _instance_doubts(labels, labels[view], ids, areas[ids], parts, reference_area)
+    doubts += _missed_regions(foreground, labels, reference_area)
     doubts.sort(key=lambda d: (-d.score, d.label))
-    return doubts[:k] if k is not None else doubts
+    return doubt_map, doubts[:k] if k is not None else doubts
+
+
+def _stride(reference_area: float) -> int:
+    """Subsampling step that keeps a typical object at least REFERENCE_DIAMETER wide."""
+    diameter = 2 * np.sqrt(reference_area / np.pi)
+    return max(1, int(diameter // REFERENCE_DIAMETER))
+
+
+def _upsample(coarse: NDArray, step: int, shape: tuple[int, ...]) -> NDArray[np.float32]:
+    """Repeat each coarse pixel ``step`` times per axis and crop to ``shape``."""
+    for axis in range(coarse.ndim):
+        coarse = np.repeat(coarse, step, axis=axis)
+    return np.ascontiguousarray(coarse[tuple(slice(0, n) for n in shape)], dtype=np.float32)
 
 
 def _foreground(prediction: Prediction) -> NDArray[np.float32]:
@@ -174,70 +200,83 @@ def _foreground(prediction: Prediction) -> NDArray[np.float32]:
 
 
 def _pixel_parts(
-    prediction: Prediction, labels: NDArray, teacher: ArrayLike | None
+    embeddings: NDArray,
+    foreground: NDArray,
+    labels: NDArray,
+    teacher: NDArray | None,
+    delta_v: float,
+    delta_d: float,
 ) -> dict[str, NDArray[np.float32]]:
     """Each pixel component in [0, 1], by the reason it feeds."""
-    embeddings = prediction.embeddings
-    if labels.shape != embeddings.shape[1:]:
-        raise ValueError(
-            f"instances of shape {labels.shape} do not match the prediction's "
-            f"{embeddings.shape[1:]}"
-        )
-    delta_v, delta_d = prediction.delta_v, prediction.delta_d
-    parts = {"border": (1 - np.abs(2 * _foreground(prediction) - 1)).astype(np.float32)}
-    flat = labels.ravel().astype(np.int64)
-    counts = np.maximum(np.bincount(flat), 1)
-    means = np.stack([np.bincount(flat, e.ravel()) / counts for e in embeddings])
-    distance = np.linalg.norm(embeddings - means[:, flat].reshape(embeddings.shape), axis=0)
-    spread = np.clip((distance - delta_v) / (delta_d - delta_v), 0, 1)
-    parts["merge"] = np.where(labels > 0, spread, 0).astype(np.float32)
+    parts = {"border": (1 - np.abs(2 * foreground - 1)).astype(np.float32)}
+    flat = labels.ravel()
+    inside = np.flatnonzero(flat)  # only instance pixels have a centre to be far from
+    owner = flat[inside]
+    points = embeddings.reshape(len(embeddings), -1)[:, inside]
+    counts = np.maximum(np.bincount(owner, minlength=flat.max(initial=0) + 1), 1)
+    centres = np.stack([np.bincount(owner, p, minlength=len(counts)) for p in points]) / counts
+    distance = np.linalg.norm(points - centres[:, owner].astype(np.float32), axis=0)
+    spread = np.zeros(flat.size, np.float32)
+    spread[inside] = np.clip((distance - delta_v) / (delta_d - delta_v), 0, 1)
+    parts["merge"] = spread.reshape(labels.shape)
     if teacher is not None:
-        gap = np.linalg.norm(embeddings - np.asarray(teacher, np.float32), axis=0)
+        gap = np.linalg.norm(embeddings - teacher.astype(np.float32), axis=0)
         parts["unsure"] = np.clip(gap / delta_d, 0, 1).astype(np.float32)
     return parts
 
 
 def _instance_doubts(
     labels: NDArray,
+    coarse_labels: NDArray,
     ids: NDArray,
     areas: NDArray,
     parts: dict[str, NDArray[np.float32]],
     reference_area: float,
 ) -> list[Doubt]:
-    """Score each instance: pixel components pooled, size and shape against the paint."""
+    """Score each instance: pixel components pooled, size and shape against the paint.
+
+    Pixel components and shape come from the subsampled ``coarse_labels``
+    (an instance too small to appear there has none); size, place and extent
+    from the full-resolution ``labels``.
+    """
     from skimage.measure import regionprops
 
     if not len(ids):
         return []
-    index = ids.astype(np.int64)
     # The worst tenth of an instance's pixels says "merge"; an average would hide it.
-    spread = _upper_decile(parts["merge"], labels, index)
-    border = ndimage.mean(parts["border"], _border_band(labels), index)
-    unsure = ndimage.mean(parts["unsure"], labels, index) if "unsure" in parts else None
+    spread = _upper_decile(parts["merge"], coarse_labels, ids)
+    with np.errstate(invalid="ignore"):
+        border = np.nan_to_num(ndimage.mean(parts["border"], _border_band(coarse_labels), ids))
+        unsure = None
+        if "unsure" in parts:
+            unsure = np.nan_to_num(ndimage.mean(parts["unsure"], coarse_labels, ids))
+    solidity = {}
+    if labels.ndim == 2:  # nuclei and most cells are convex; two merged ones are not
+        solidity = {r.label: r.solidity for r in regionprops(coarse_labels)}
     size = np.log2(areas / reference_area) / _SIZE_OCTAVES
+    boxes = ndimage.find_objects(labels)
+    centres = ndimage.center_of_mass(np.ones(labels.shape, np.uint8), labels, ids)
     doubts = []
-    for n, region in enumerate(regionprops(labels.astype(np.int64))):
-        solidity = region.solidity if labels.ndim == 2 else 1.0
-        convexity = np.clip((0.95 - solidity) / (0.95 - _LOW_SOLIDITY), 0, 1)
+    for n, label in enumerate(ids):
+        bbox = tuple((s.start, s.stop) for s in boxes[label - 1])
+        convexity = np.clip((0.95 - solidity.get(label, 1.0)) / (0.95 - _LOW_SOLIDITY), 0, 1)
         # An object cut by the image's edge is small for a reason, not a piece.
-        cut = any(start == 0 or stop == side for (start, stop), side in
-                  zip(_bounds(region), labels.shape, strict=True))  # fmt: skip
+        cut = any(a == 0 or b == n_ for (a, b), n_ in zip(bbox, labels.shape, strict=True))
         scores = {
             "merge": float(max(spread[n], np.clip(size[n], 0, 1), convexity)),
             "split": 0.0 if cut else float(np.clip(-size[n], 0, 1)),
-            "border": float(np.nan_to_num(border[n])),
+            "border": float(border[n]),
         }
         if unsure is not None:
             scores["unsure"] = float(unsure[n])
-        doubts.append(_doubt(int(region.label), scores, region))
+        doubts.append(_doubt(int(label), scores, centres[n], bbox, int(areas[n])))
     return doubts
 
 
-def _missed_regions(prediction: Prediction, labels: NDArray, reference_area: float) -> list[Doubt]:
+def _missed_regions(probability: NDArray, labels: NDArray, reference_area: float) -> list[Doubt]:
     """Find foreground the clustering left out, at least a quarter of an object large."""
     from skimage.measure import label, regionprops
 
-    probability = _foreground(prediction)
     candidates = label((probability > MISSED_PROBABILITY) & (labels == 0))
     doubts = []
     for region in regionprops(candidates, intensity_image=probability):
@@ -245,7 +284,8 @@ def _missed_regions(prediction: Prediction, labels: NDArray, reference_area: flo
             continue
         confidence = float(np.clip(region.intensity_mean / 0.5, 0, 1))
         extent = float(np.clip(region.area / (reference_area / 2), 0, 1))
-        doubts.append(_doubt(0, {"missed": confidence * extent}, region))
+        scores = {"missed": confidence * extent}
+        doubts.append(_doubt(0, scores, region.centroid, _bounds(region), int(region.area)))
     return doubts
 
 
@@ -256,16 +296,22 @@ def _bounds(region: object) -> tuple[tuple[int, int], ...]:
     return tuple((int(bbox[i]), int(bbox[i + ndim])) for i in range(ndim))
 
 
-def _doubt(label: int, scores: dict[str, float], region: object) -> Doubt:
+def _doubt(
+    label: int,
+    scores: dict[str, float],
+    centre: Sequence[float],
+    bbox: tuple[tuple[int, int], ...],
+    area: int,
+) -> Doubt:
     reason = max(scores, key=scores.get)
     return Doubt(
         label=label,
         score=scores[reason],
         reason=reason,
         scores=scores,
-        centre=tuple(float(c) for c in region.centroid),
-        bbox=_bounds(region),
-        area=int(region.area),
+        centre=tuple(float(c) for c in centre),
+        bbox=tuple((int(a), int(b)) for a, b in bbox),
+        area=area,
     )
 
 
@@ -278,7 +324,8 @@ def _upper_decile(values: NDArray, labels: NDArray, index: NDArray) -> NDArray:
     starts = np.searchsorted(sorted_labels, index, side="left")
     stops = np.searchsorted(sorted_labels, index, side="right")
     for n, (start, stop) in enumerate(zip(starts, stops, strict=True)):
-        result[n] = np.percentile(sorted_values[start:stop], 90)
+        if stop > start:
+            result[n] = np.percentile(sorted_values[start:stop], 90)
     return result
 
 

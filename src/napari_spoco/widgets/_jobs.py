@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core.image import check_image_values
 from ..core.inference import Prediction, predict, prediction_scale, segment_prediction
-from ..core.uncertainty import painted_object_area, rank_instances, uncertainty_map
+from ..core.uncertainty import assess, painted_object_area
 from ..core.visualize import embeddings_to_rgb
 from ._state import CachedPrediction
 
@@ -80,8 +80,7 @@ def cluster_job(cached: list[CachedPrediction], config, teachers, painted=None) 
         else:
             mask = instances > 0
         rgb = embeddings_to_rgb(prediction.embeddings)
-        doubt = uncertainty_map(prediction, instances, teacher=teacher)
-        ranked = rank_instances(
+        doubt, ranked = assess(
             prediction, instances, teacher=teacher, reference_area=area, k=DOUBTS_LISTED
         )
         out.append((entry.time_index, instances, mask.astype(np.uint8), rgb, doubt, ranked))
