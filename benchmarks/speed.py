@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _data import print_table, write_json  # noqa: E402
 from clustering_speed import in_fresh_process, reset_peak, rss_mib  # noqa: E402
 
-PARTS = ("train", "predict", "cluster", "gui", "worker")
+PARTS = ("train", "predict", "cluster", "uncertainty", "gui", "worker")
 RESULTS = Path(__file__).parent / "results"
 CLUSTER_METHODS = (
     "mutex_watershed",
@@ -191,6 +191,51 @@ def _predict_case(shape: tuple[int, ...], threads: int, queue) -> None:  # noqa:
     )
 
 
+def _uncertainty_case(repeat: int, threads: int, queue) -> None:  # noqa: ANN001
+    """Cost of the likely-mistakes map and list against the plain predict + cluster path.
+
+    The nuclei generalist on the bundled sample tiled ``repeat`` x ``repeat``: real
+    instances, as a user gets them (an untrained network's would not be).
+    """
+    import numpy as np
+    import torch
+
+    from napari_spoco.core.checkpoint import network_from_checkpoint
+    from napari_spoco.core.inference import predict, segment_prediction
+    from napari_spoco.core.pretrained import load_model_source
+    from napari_spoco.core.sample_data import load_nuclei_2d
+    from napari_spoco.core.uncertainty import assess
+
+    torch.set_num_threads(threads)
+    start = load_model_source("nuclei")
+    student = network_from_checkpoint(start)
+    teacher = network_from_checkpoint(start, teacher=True)
+    image = np.tile(load_nuclei_2d()[0], (repeat, repeat))
+    loss = start.config.loss
+    predict(student, image[:64, :64], loss=loss)  # warm-up
+    times = {}
+    began = time.perf_counter()
+    prediction = predict(student, image, loss=loss)
+    times["predict"] = time.perf_counter() - began
+    began = time.perf_counter()
+    instances = segment_prediction(prediction)
+    times["cluster"] = time.perf_counter() - began
+    began = time.perf_counter()
+    assess(prediction, instances, k=10)
+    times["assess"] = time.perf_counter() - began
+    began = time.perf_counter()
+    teacher_embeddings = predict(teacher, image, loss=loss).embeddings
+    assess(prediction, instances, teacher=teacher_embeddings, k=10)
+    times["assess_with_teacher"] = time.perf_counter() - began
+    plain = times["predict"] + times["cluster"]
+    queue.put({
+        "shape": list(image.shape), "instances": int(instances.max()), "threads": threads,
+        **{f"{k}_seconds": v for k, v in times.items()},
+        "ratio": (plain + times["assess"]) / plain,
+        "ratio_with_teacher": (plain + times["assess_with_teacher"]) / plain,
+    })  # fmt: skip
+
+
 def _with_env(env: dict[str, str], target, *args) -> dict:  # noqa: ANN001
     """:func:`in_fresh_process` with ``env`` set for the child (OpenMP reads it at start-up)."""
     saved = {k: os.environ.get(k) for k in env}
@@ -224,6 +269,11 @@ def measure_predict(args: argparse.Namespace) -> list[dict]:
     return [
         in_fresh_process(_predict_case, tuple(shape), args.threads) for shape in args.predict_shapes
     ]
+
+
+def measure_uncertainty(args: argparse.Namespace) -> list[dict]:
+    """The likely-mistakes map and list over a plain prediction, 1x1 and 2x2 sample tiles."""
+    return [in_fresh_process(_uncertainty_case, n, args.threads) for n in (1, 2)]
 
 
 def measure_cluster(args: argparse.Namespace) -> list[dict]:
@@ -451,6 +501,16 @@ def _report(results: dict) -> None:
                 for r in results["cluster"]
             ],
         )
+    if "uncertainty" in results:
+        print("\nlikely mistakes (core.uncertainty.assess) over predict + cluster, same run")
+        print_table(
+            ["shape", "instances", "predict s", "cluster s", "assess s", "ratio",
+             "with teacher"],
+            [["x".join(map(str, r["shape"])), str(r["instances"]),
+              f"{r['predict_seconds']:.2f}", f"{r['cluster_seconds']:.2f}",
+              f"{r['assess_seconds']:.2f}", f"{r['ratio']:.2f}",
+              f"{r['ratio_with_teacher']:.2f}"] for r in results["uncertainty"]],
+        )  # fmt: skip
     for key in ("cluster_ratio", "gui", "worker"):
         if key in results:
             print(f"\n{key}: {json.dumps(results[key])}")
@@ -497,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": measure_train,
         "predict": measure_predict,
         "cluster": measure_cluster,
+        "uncertainty": measure_uncertainty,
         "gui": measure_gui,
         "worker": measure_worker,
     }

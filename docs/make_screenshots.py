@@ -110,6 +110,13 @@ def main() -> None:
         panel.correct.accept_at(tuple(np.argwhere(instances.data == instance_id)[0]))
     viewer.layers["nuclei annotation"].visible = True
     instances.opacity = 0.4
+    listed = panel.correct.doubt_list
+    listed.setCurrentRow(next(
+        (i for i, (_, d) in enumerate(panel.correct._doubts) if d.label), 0
+    ))  # fmt: skip
+    panel.correct.doubt_buttons["goto"].click()
+    viewer.layers["nuclei uncertainty"].visible = True
+    viewer.layers["nuclei uncertainty"].opacity = 0.6
     _shoot(viewer, "correct")
     viewer.close()
 

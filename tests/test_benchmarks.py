@@ -76,7 +76,8 @@ def test_interactive_promotes_objects_every_round(tmp_path, start):
 
 def test_speed_runs_every_part(tmp_path):
     report = _run("speed.py", ["--quick"], tmp_path / "speed.json")
-    assert {"train", "predict", "cluster", "gui", "worker"} <= set(report)
+    assert {"train", "predict", "cluster", "uncertainty", "gui", "worker"} <= set(report)
+    assert all(r["ratio"] >= 1 and r["instances"] > 0 for r in report["uncertainty"])
     assert report["worker"]["worker_steps_per_second"] > 0
 
 

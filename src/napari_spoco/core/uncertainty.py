@@ -46,6 +46,7 @@ __all__ = [
 REASONS = {
     "merge": "may hold several objects",
     "split": "may be a piece of an object",
+    "shape": "unlike the others in shape",
     "border": "unsure border",
     "unsure": "the network is unsure here",
     "missed": "possibly a missed object",
@@ -57,9 +58,11 @@ MISSED_PROBABILITY = 0.3
 _SIZE_OCTAVES = 2.0
 #: Distances (pixels) from an instance's outline where its border is judged.
 _BAND = (1.5, 3.5)
-#: Solidity below which an instance counts fully as non-convex (nuclei and most cells are
-#: convex; two merged ones are not). Between it and 0.95 the score rises linearly.
-_LOW_SOLIDITY = 0.75
+#: How many robust standard deviations above the image's median make a statistic count
+#: fully (:func:`_stands_out`), and the least spread assumed (statistics lie in [0, 1]),
+#: so that a few near-identical instances do not make tiny differences count.
+_OUTLIER_MADS = 3.0
+_LEAST_SPREAD = 0.05
 
 
 @dataclass(frozen=True)
@@ -233,44 +236,63 @@ def _instance_doubts(
     parts: dict[str, NDArray[np.float32]],
     reference_area: float,
 ) -> list[Doubt]:
-    """Score each instance: pixel components pooled, size and shape against the paint.
+    """Score each instance: against the other instances of the image, and the painted size.
 
-    Pixel components and shape come from the subsampled ``coarse_labels``
-    (an instance too small to appear there has none); size, place and extent
-    from the full-resolution ``labels``.
+    Spread, border ambiguity and convexity vary with the data and the model, so
+    each counts by how far it stands out from the image's instances (robust
+    z-score, :func:`_stands_out`); size counts against the painted objects.
+    Pixel components and shape come from the subsampled ``coarse_labels`` (an
+    instance too small to appear there has none); size, place and extent from
+    the full-resolution ``labels``.
     """
     from skimage.measure import regionprops
 
     if not len(ids):
         return []
     # The worst tenth of an instance's pixels says "merge"; an average would hide it.
-    spread = _upper_decile(parts["merge"], coarse_labels, ids)
-    with np.errstate(invalid="ignore"):
-        border = np.nan_to_num(ndimage.mean(parts["border"], _border_band(coarse_labels), ids))
+    spread = _stands_out(_upper_decile(parts["merge"], coarse_labels, ids))
+    with np.errstate(invalid="ignore"):  # an instance missing from the coarse grid: nan → 0
+        # Ambiguity over the instance and the band around its outline: a faint
+        # object or a doubtful border.
+        around = np.where(coarse_labels > 0, coarse_labels, _border_band(coarse_labels))
+        border = _stands_out(np.nan_to_num(ndimage.mean(parts["border"], around, ids)))
         unsure = None
         if "unsure" in parts:
             unsure = np.nan_to_num(ndimage.mean(parts["unsure"], coarse_labels, ids))
-    solidity = {}
-    if labels.ndim == 2:  # nuclei and most cells are convex; two merged ones are not
+    shape = np.zeros(len(ids))
+    if labels.ndim == 2:  # nuclei and most cells are convex; merges and pieces often not
         solidity = {r.label: r.solidity for r in regionprops(coarse_labels)}
+        shape = _stands_out(np.array([1 - solidity.get(label, 1.0) for label in ids]))
     size = np.log2(areas / reference_area) / _SIZE_OCTAVES
     boxes = ndimage.find_objects(labels)
     centres = ndimage.center_of_mass(np.ones(labels.shape, np.uint8), labels, ids)
     doubts = []
     for n, label in enumerate(ids):
         bbox = tuple((s.start, s.stop) for s in boxes[label - 1])
-        convexity = np.clip((0.95 - solidity.get(label, 1.0)) / (0.95 - _LOW_SOLIDITY), 0, 1)
         # An object cut by the image's edge is small for a reason, not a piece.
-        cut = any(a == 0 or b == n_ for (a, b), n_ in zip(bbox, labels.shape, strict=True))
+        cut = any(a == 0 or b == side for (a, b), side in zip(bbox, labels.shape, strict=True))
         scores = {
-            "merge": float(max(spread[n], np.clip(size[n], 0, 1), convexity)),
+            "merge": float(max(spread[n], np.clip(size[n], 0, 1))),
             "split": 0.0 if cut else float(np.clip(-size[n], 0, 1)),
+            "shape": 0.0 if cut else float(shape[n]),
             "border": float(border[n]),
         }
         if unsure is not None:
             scores["unsure"] = float(unsure[n])
         doubts.append(_doubt(int(label), scores, centres[n], bbox, int(areas[n])))
     return doubts
+
+
+def _stands_out(values: NDArray) -> NDArray:
+    """Score in [0, 1] how far each value lies above the others.
+
+    0 at the median, 1 at :data:`_OUTLIER_MADS` robust standard deviations
+    (1.4826 MAD, at least :data:`_LEAST_SPREAD`) above it.
+    """
+    values = np.asarray(values, float)
+    median = np.median(values)
+    spread = max(1.4826 * np.median(np.abs(values - median)), _LEAST_SPREAD)
+    return np.clip((values - median) / (_OUTLIER_MADS * spread), 0, 1)
 
 
 def _missed_regions(probability: NDArray, labels: NDArray, reference_area: float) -> list[Doubt]:
