@@ -105,10 +105,14 @@ def chosen_objects(arm, prediction, instances, truth, annotated, count, rng, tea
         return [i for i, _ in worst_objects(truth, instances, annotated, count)], []
     if arm == "guided":
         area = painted_object_area([np.where(annotated == BACKGROUND_ID, 0, annotated)])
-        _, ranked = assess(prediction, instances, teacher=teacher, reference_area=area)
+        objects = (annotated > 0) & (annotated != BACKGROUND_ID)
+        _, ranked = assess(
+            prediction, instances, teacher=teacher, reference_area=area, painted=objects
+        )
         regions = [(d.label, d.bbox) for d in ranked]
-    else:
-        labels = np.unique(instances)[1:]
+    else:  # random instances that are not painted already, as the panel's list leaves those out
+        objects = (annotated > 0) & (annotated != BACKGROUND_ID)
+        labels = [i for i in np.unique(instances)[1:] if objects[instances == i].mean() < 0.5]
         regions = [(int(i), None) for i in rng.permutation(labels)]
     best = _best_iou(truth, instances)
     done = set(np.unique(annotated[(annotated > 0) & (annotated != BACKGROUND_ID)]).tolist())

@@ -38,6 +38,9 @@ def test_a_planted_merge_and_a_planted_missed_object_come_first():
     assert (second.label, second.reason) == (1, "merge")
     assert min(first.score, second.score) > 0.8
     assert max(d.score for d in ranked[2:]) < 0.3  # the correct ones are not doubted
+    painted = np.isin(truth, [1, 2])  # the user painted the merged pair: nothing to check
+    _, ranked = assess(prediction, instances, reference_area=np.pi * 9**2, painted=painted)
+    assert 1 not in {d.label for d in ranked} and ranked[0].reason == "missed"
 
 
 def test_a_fragment_is_a_split_and_teacher_disagreement_is_unsure():

@@ -300,7 +300,7 @@ def test_segment_lists_the_likely_mistakes_and_go_to_moves_the_camera(panel, pai
     scores = [d.score for _, d in panel.state.doubts["nuclei"]]
     assert scores == sorted(scores, reverse=True)
     first = correct.doubt_list.item(0).text()
-    assert any(why in first for why in ("several", "piece", "border", "unsure", "missed"))
+    assert any(why in first for why in ("several", "piece", "shape", "border", "unsure", "missed"))
 
     instances = viewer.layers["nuclei instances"]
     row = next(i for i, (_, d) in enumerate(correct._doubts) if d.label > 0)

@@ -123,6 +123,7 @@ def assess(
     *,
     teacher: ArrayLike | None = None,
     reference_area: float | None = None,
+    painted: ArrayLike | None = None,
     k: int | None = None,
 ) -> tuple[NDArray[np.float32], list[Doubt]]:
     """Return the uncertainty map and the instances ranked by how likely they are wrong.
@@ -138,6 +139,10 @@ def assess(
     reference_area : float, optional
         Typical object area in pixels, from :func:`painted_object_area`;
         without it, the median instance area.
+    painted : array_like of int, optional
+        The user's painting on the same pixels (objects > 0): instances that
+        lie mostly on painted objects are left out of the list, as the user
+        has already said what is there.
     k : int, optional
         Return only the ``k`` worst.
 
@@ -176,6 +181,11 @@ def assess(
     coarse = np.maximum.reduce(list(parts.values()))
     doubt_map = _upsample(coarse, step, labels.shape)
     doubts = _instance_doubts(labels, labels[view], ids, areas[ids], parts, reference_area)
+    if painted is not None:
+        on_paint = ndimage.mean(np.asarray(painted) > 0, labels, [d.label for d in doubts])
+        doubts = [
+            d for d, share in zip(doubts, np.atleast_1d(on_paint), strict=True) if share < 0.5
+        ]
     doubts += _missed_regions(foreground, labels, reference_area)
     doubts.sort(key=lambda d: (-d.score, d.label))
     return doubt_map, doubts[:k] if k is not None else doubts

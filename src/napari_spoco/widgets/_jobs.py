@@ -67,7 +67,7 @@ def cluster_job(cached: list[CachedPrediction], config, teachers, painted=None) 
 
     Doubts are the uncertainty map and the :data:`DOUBTS_LISTED` instances most
     likely wrong; ``painted`` (annotations, background id) gives the object size
-    they are compared with.
+    they are compared with, and instances already painted are not listed.
     """
     annotations, background_id = painted or ((), None)
     area = painted_object_area(annotations, background_id=background_id)
@@ -80,8 +80,20 @@ def cluster_job(cached: list[CachedPrediction], config, teachers, painted=None) 
         else:
             mask = instances > 0
         rgb = embeddings_to_rgb(prediction.embeddings)
+        objects = _painted_objects(annotations, background_id, entry.time_index, instances.shape)
         doubt, ranked = assess(
-            prediction, instances, teacher=teacher, reference_area=area, k=DOUBTS_LISTED
-        )
+            prediction, instances, teacher=teacher, reference_area=area, painted=objects,
+            k=DOUBTS_LISTED,
+        )  # fmt: skip
         out.append((entry.time_index, instances, mask.astype(np.uint8), rgb, doubt, ranked))
     return out
+
+
+def _painted_objects(annotations, background_id, time_index, shape) -> np.ndarray:  # noqa: ANN001
+    """Pixels of painted objects (not background strokes) in the frame ``time_index``."""
+    objects = np.zeros(shape, bool)
+    for annotation in annotations:
+        frame = annotation[time_index] if time_index is not None else annotation
+        if frame.shape == shape:
+            objects |= (frame > 0) & (frame != background_id)
+    return objects

@@ -114,8 +114,9 @@ TOOLTIPS: dict[str, str] = {
     ),
     "doubts": (
         "The instances most likely wrong, worst first, and why: 'may hold several objects' "
-        "(its pixels disagree, or it is larger or less convex than your painted objects), "
-        "'may be a piece of an object', 'unsure border', 'the network is unsure here', or "
+        "(its pixels disagree, or it is much larger than your painted objects), "
+        "'may be a piece of an object', 'unlike the others in shape', 'unsure border', "
+        "'the network is unsure here', or "
         "'possibly a missed object' (foreground without an instance: paint it). Double-click "
         "to go there. The 'uncertainty' layer shows the same per pixel."
     ),
