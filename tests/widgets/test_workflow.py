@@ -321,3 +321,18 @@ def test_segment_lists_the_likely_mistakes_and_go_to_moves_the_camera(panel, pai
         objects = len(np.unique(annotation_layer.data))
         correct.doubt_buttons["accept_doubt"].click()
         assert len(np.unique(annotation_layer.data)) == objects + 1
+
+
+def test_result_layers_are_found_by_role_after_the_user_renames_them(panel, paint, qtbot):
+    paint(panel, fraction=0.05)
+    with qtbot.waitSignal(panel.state.doubts_changed, timeout=120_000):
+        panel.segment.predict_button.click()
+    viewer = panel.viewer
+    viewer.layers["nuclei instances"].name = "my nuclei"
+    renamed = viewer.layers["my nuclei"]
+    renamed.data = np.zeros_like(renamed.data)
+    with qtbot.waitSignal(panel.state.doubts_changed, timeout=120_000):
+        panel.segment.predict_button.click()
+    assert "nuclei instances" not in viewer.layers  # the renamed layer was updated instead
+    assert renamed.data.max() > 0
+    assert panel.correct._instances_layer(panel.correct._pair()) is renamed

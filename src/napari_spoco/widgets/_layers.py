@@ -1,4 +1,9 @@
-"""Layer helpers for the widgets: pick layers by type, update result layers by name."""
+"""Layer helpers for the widgets: pick layers by type, find and update result layers.
+
+The panel's result layers (instances, foreground, previews...) carry their
+image and role in their metadata, so the panel finds them even after a user
+renames them; a new one is named "<image> <role>".
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ from qtpy.QtWidgets import QComboBox, QWidget
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["LayerComboBox", "show_layer"]
+__all__ = ["RESULT_KEY", "LayerComboBox", "result_layer", "show_layer", "show_result"]
+
+#: Metadata key of a result layer: ``{"image": image layer name, "role": role}``.
+RESULT_KEY = "spoco_result"
 
 
 class LayerComboBox(QComboBox):
@@ -102,3 +110,32 @@ def show_layer(
         viewer.layers.remove(name)
     adder = getattr(viewer, f"add_{kind}")
     return adder(data, name=name, **placement, **properties)
+
+
+def result_layer(viewer: napari.viewer.Viewer, image_name: str, role: str) -> Any | None:
+    """Return the ``role`` layer of image ``image_name``, or None.
+
+    The panel's own layer is found by its metadata, under any name; else a
+    layer with the default name "<image> <role>" counts (instances a user
+    opened from a file, say).
+    """
+    tag = {"image": image_name, "role": role}
+    tagged = (layer for layer in viewer.layers if layer.metadata.get(RESULT_KEY) == tag)
+    default = f"{image_name} {role}"
+    return next(tagged, viewer.layers[default] if default in viewer.layers else None)
+
+
+def show_result(
+    viewer: napari.viewer.Viewer,
+    image_name: str,
+    role: str,
+    data: np.ndarray,
+    kind: str,
+    **options: Any,
+) -> Any:
+    """Add or update the ``role`` layer of ``image_name`` (see :func:`show_layer`)."""
+    existing = result_layer(viewer, image_name, role)
+    name = existing.name if existing is not None else f"{image_name} {role}"
+    layer = show_layer(viewer, name, data, kind, **options)
+    layer.metadata[RESULT_KEY] = {"image": image_name, "role": role}
+    return layer

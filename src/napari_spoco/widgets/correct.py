@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 
 from ..core.annotation import next_free_id, promote_all_instances, promote_instance
 from ..core.uncertainty import Doubt
+from ._layers import result_layer
 from ._state import Pair, SpocoState
 from ._tooltips import TOOLTIPS
 
@@ -108,15 +109,13 @@ class CorrectSection(QWidget):
     def _instances_layer(self, pair: Pair | None) -> Any | None:
         if pair is None:
             return None
-        name = f"{pair.image.name} instances"
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return result_layer(self.viewer, pair.image.name, "instances")
 
     def attach(self, image_name: str) -> None:
         """Bind the keys and the click to the instances layer of ``image_name``."""
-        name = f"{image_name} instances"
-        if name not in self.viewer.layers:
+        layer = result_layer(self.viewer, image_name, "instances")
+        if layer is None:
             return
-        layer = self.viewer.layers[name]
         if layer in self._bound:
             return
         layer.bind_key("a", lambda _: self.accept_at_cursor(), overwrite=True)
@@ -250,8 +249,7 @@ class CorrectSection(QWidget):
         layer.visible = True
 
     def _doubt_layer(self) -> Any | None:
-        name = f"{self._doubts_of} instances"
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return result_layer(self.viewer, self._doubts_of, "instances")
 
     def _act_on_doubt(self, action: str) -> None:
         """Accept, delete or merge the chosen listed instance, then drop it from the list."""
@@ -284,13 +282,14 @@ class CorrectSection(QWidget):
 
     # ------------------------------------------------------------------ click mode
     def _click_mode(self, on: bool) -> None:
-        layer = self._instances_layer(self._pair())
+        pair = self._pair()
+        layer = self._instances_layer(pair)
         if on and layer is None:
             show_info("Segment the image first: there are no instances to click yet.")
             self.click_button.setChecked(False)
             return
         if layer is not None:
-            self.attach(layer.name.removesuffix(" instances"))
+            self.attach(pair.image.name)
             self.viewer.layers.selection.active = layer
             layer.mode = "pan_zoom"
 

@@ -25,7 +25,7 @@ from superqt.utils import ensure_main_thread, qdebounced
 from ..core.axes import Axes, guess_axes
 from ..core.clustering_methods import CLUSTERING_METHODS
 from ._jobs import DOUBTS_LISTED, blockwise_job, cluster_job, predict_job
-from ._layers import LayerComboBox, show_layer
+from ._layers import LayerComboBox, result_layer, show_result
 from ._pacer import Pacer
 from ._run import start_worker
 from ._state import CachedPrediction, SpocoState
@@ -222,8 +222,9 @@ class SegmentSection(QWidget):
             "translate": layer.translate if layer.rgb else np.asarray(layer.translate)[keep],
         }
         lazy = da.from_zarr(instances)
-        name = f"{layer.name} instances"
-        shown = show_layer(self.viewer, name, lazy, "labels", placement=placement)
+        shown = show_result(
+            self.viewer, layer.name, "instances", lazy, "labels", placement=placement
+        )
         previous = _SCRATCH_OF_LAYER.get(shown.unique_id)
         _SCRATCH_OF_LAYER[shown.unique_id] = scratch
         if previous is not None:  # the layer no longer reads the old result
@@ -260,7 +261,7 @@ class SegmentSection(QWidget):
         self._teachers[layer.name] = [teacher for _, _, teacher in results]
         if self.settings.raw_embeddings.isChecked():
             raw = results[-1][1].embeddings
-            show_layer(self.viewer, f"{layer.name} raw embeddings", raw, "image", visible=False)
+            show_result(self.viewer, layer.name, "raw embeddings", raw, "image", visible=False)
         self._close_pbar()
         self._set_busy(False)
         self.recluster(layer)
@@ -320,25 +321,26 @@ class SegmentSection(QWidget):
             ((frame[0], d) for frame in results for d in frame[5]), key=lambda item: -item[1].score
         )[:DOUBTS_LISTED]
         # New layers cost ~100 ms each on the main thread: one per event-loop turn.
-        self._pacer.submit(f"{layer.name} embeddings", lambda: show_layer(
-            self.viewer, f"{layer.name} embeddings", rgb, "image", placement=placement, rgb=True,
+        self._pacer.submit(f"{layer.name} embeddings", lambda: show_result(
+            self.viewer, layer.name, "embeddings", rgb, "image", placement=placement, rgb=True,
             visible=False,
         ))  # fmt: skip
-        self._pacer.submit(f"{layer.name} foreground", lambda: show_layer(
-            self.viewer, f"{layer.name} foreground", mask, "labels", placement=placement,
+        self._pacer.submit(f"{layer.name} foreground", lambda: show_result(
+            self.viewer, layer.name, "foreground", mask, "labels", placement=placement,
             opacity=0.3, visible=False,
         ))  # fmt: skip
-        self._pacer.submit(f"{layer.name} uncertainty", lambda: show_layer(
-            self.viewer, f"{layer.name} uncertainty", doubt, "image", placement=placement,
+        self._pacer.submit(f"{layer.name} uncertainty", lambda: show_result(
+            self.viewer, layer.name, "uncertainty", doubt, "image", placement=placement,
             colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", visible=False,
         ))  # fmt: skip
 
         def show_instances() -> None:
-            show_layer(self.viewer, f"{layer.name} instances", instances, "labels",
-                       placement=placement)  # fmt: skip
-            for name in (f"{layer.name} preview", f"{layer.name} preview instances"):
-                if name in self.viewer.layers:
-                    self.viewer.layers[name].visible = False
+            show_result(self.viewer, layer.name, "instances", instances, "labels",
+                        placement=placement)  # fmt: skip
+            for role in ("preview", "preview instances"):
+                preview = result_layer(self.viewer, layer.name, role)
+                if preview is not None:
+                    preview.visible = False
             self.status.setText(f"{count} instances in {layer.name}.")
             self._set_busy(False)
             self.state.doubts[layer.name] = doubts
@@ -351,10 +353,10 @@ class SegmentSection(QWidget):
         """Instances, mask, colours and uncertainty at the image's size; frames fill their slot."""
         if results[0][0] is None:
             return results[0][1:5]
-        old = f"{name} instances"
+        old = result_layer(self.viewer, name, "instances")
         instances = np.zeros(shape, dtype=np.uint32)
-        if old in self.viewer.layers and self.viewer.layers[old].data.shape == shape:
-            instances = np.array(self.viewer.layers[old].data, dtype=np.uint32)
+        if old is not None and old.data.shape == shape:
+            instances = np.array(old.data, dtype=np.uint32)
         mask = np.zeros(shape, dtype=np.uint8)
         rgb = np.zeros((*shape, 3), dtype=np.float32)
         doubt = np.zeros(shape, dtype=np.float32)

@@ -17,7 +17,7 @@ from ..core.image import check_image_size
 from ..core.interactive import Inbox, PreviewRequest, StepReport, train_with_previews
 from ..core.pretrained import BUILTIN_MODELS, load_model_source
 from ..core.training import Trainer, TrainResult, training_warnings
-from ._layers import show_layer
+from ._layers import result_layer, show_result
 from ._pacer import Pacer
 from ._run import start_worker
 from ._state import SpocoState, TrainingData
@@ -248,32 +248,31 @@ class TrainSection(QWidget):
             return
         lead = (1,) if region.time_index is not None else ()
         placement = region.placement(pair.image, pair.axes)
-        name = f"{pair.image.name} preview"
         rgb = preview.rgb.reshape(lead + preview.rgb.shape)
         instances = preview.instances.reshape(lead + preview.instances.shape)
         self._pacer.submit(
             "preview embedding",
             lambda: self._show_preview_layer(
-                pair, name, rgb, "image", placement=placement, rgb=True, opacity=0.6
+                pair, "preview", rgb, "image", placement=placement, rgb=True, opacity=0.6
             ),
         )
         self._pacer.submit(
             "preview instances",
             lambda: self._show_preview_layer(
-                pair, f"{name} instances", instances, "labels", placement=placement
+                pair, "preview instances", instances, "labels", placement=placement
             ),
         )
 
     def _show_preview_layer(
-        self, pair: Any, name: str, data: Any, kind: str, **properties: Any
+        self, pair: Any, role: str, data: Any, kind: str, **properties: Any
     ) -> None:
         """Update a preview layer; after adding one, give the brush back to the annotation.
 
         napari selects every new layer, and a user painting while training
         expects to keep painting. Selected in a later turn (see :class:`Pacer`).
         """
-        added = name not in self.viewer.layers
-        show_layer(self.viewer, name, data, kind, **properties)
+        added = result_layer(self.viewer, pair.image.name, role) is None
+        show_result(self.viewer, pair.image.name, role, data, kind, **properties)
 
         def select_annotation() -> None:
             if pair.annotation in self.viewer.layers:  # it may have gone in the meantime
