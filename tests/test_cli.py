@@ -321,6 +321,19 @@ def test_predict_writes_the_uncertainty_map_and_the_ranked_instances(data, tmp_p
         expand_paths([out], skip_outputs=True)
 
 
+def test_results_carry_the_input_pixel_size(data, tmp_path):
+    image = tifffile.imread(data / "C.tif")
+    tifffile.imwrite(tmp_path / "D.tif", image, resolution=(1 / 0.65, 1 / 0.65),
+                     resolutionunit="MICROMETER")  # fmt: skip
+    argv = ["predict", "--model", str(data / "model.pt"), "--images", str(tmp_path / "D.tif"),
+            "--out", str(tmp_path / "out"), "--uncertainty"]  # fmt: skip
+    assert main(argv) == 0
+    for result in ("D_instances.tif", "D_uncertainty.tif"):
+        with tifffile.TiffFile(tmp_path / "out" / result) as tif:
+            assert tif.pages[0].resolution == pytest.approx((1 / 0.65, 1 / 0.65), rel=1e-4)
+            assert tif.pages[0].resolutionunit == tifffile.RESUNIT.MICROMETER
+
+
 def test_every_clustering_method_and_its_settings_are_offered(capsys):
     from napari_spoco.core.clustering_methods import CLUSTERING_METHODS
 

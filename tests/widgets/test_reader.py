@@ -32,4 +32,6 @@ def test_file_open_shows_a_saved_prediction_lazily(make_napari_viewer, tmp_path)
     viewer = make_napari_viewer()
     viewer.open(tmp_path / "C_embeddings.zarr", plugin="napari-spoco")
     assert viewer.layers["C embeddings"].data.shape == (16, 64, 80)
-    np.testing.assert_allclose(np.asarray(viewer.layers["C foreground"].data), prediction.foreground)
+    np.testing.assert_allclose(
+        np.asarray(viewer.layers["C foreground"].data), prediction.foreground
+    )

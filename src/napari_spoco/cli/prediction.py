@@ -20,7 +20,7 @@ logger = logging.getLogger("napari_spoco")
 def predict(args: argparse.Namespace) -> None:
     """``predict``: model + images → ``NAME_instances`` (and ``NAME_embeddings.zarr``)."""
     from ..core.annotation import object_scale_from_annotations
-    from ..core.io import expand_paths, image_name, open_image
+    from ..core.io import expand_paths, image_name, open_image, read_resolution
     from ..core.pretrained import load_model_source
 
     checkpoint = load_model_source(args.model)
@@ -56,9 +56,10 @@ def predict(args: argparse.Namespace) -> None:
             out, image_name(path), blockwise=blockwise, embeddings=args.embeddings,
             uncertainty=args.uncertainty,
         )  # fmt: skip
-        jobs.append((image_name(path), image, channel_axis, blockwise))
+        jobs.append((path, image, channel_axis, blockwise))
     networks = None
-    for name, image, channel_axis, blockwise in jobs:
+    for path, image, channel_axis, blockwise in jobs:
+        name = image_name(path)
         if blockwise:
             _predict_blockwise(args, checkpoint, image, out, name, segment_config, channel_axis)
             continue
@@ -69,7 +70,7 @@ def predict(args: argparse.Namespace) -> None:
                 _network(checkpoint, args.device, teacher=True) if teacher else None,
             )
         _predict_whole(args, checkpoint, networks, np.asarray(image), out, name, segment_config,
-                       channel_axis)  # fmt: skip
+                       channel_axis, resolution=read_resolution(path))  # fmt: skip
 
 
 def _fit_colour(image: Any, path: Path, model: Any, channel_axis: int | None) -> tuple[Any, Any]:
@@ -122,8 +123,12 @@ def _network(checkpoint: Any, device: str, *, teacher: bool = False) -> Any:
     return network_from_checkpoint(checkpoint, resolve_device(device), teacher=teacher)
 
 
-def _predict_whole(args, checkpoint, networks, image, out, name, config, channel_axis) -> None:
-    """Predict one image in memory and cluster it; ``networks`` is (model, teacher or None)."""
+def _predict_whole(args, checkpoint, networks, image, out, name, config, channel_axis, *,  # noqa: PLR0913
+                   resolution=None) -> None:  # fmt: skip
+    """Predict one image in memory and cluster it; ``networks`` is (model, teacher or None).
+
+    TIFF results carry the input's ``resolution`` (pixel size), see ``core.io.read_resolution``.
+    """
     from ..core.config import REFERENCE_DIAMETER
     from ..core.inference import predict as predict_image
     from ..core.inference import prediction_scale, segment_prediction
@@ -145,20 +150,22 @@ def _predict_whole(args, checkpoint, networks, image, out, name, config, channel
     instances = segment_prediction(prediction, config, teacher=teacher_view)
     if args.embeddings:
         write_prediction(out / f"{name}_embeddings.zarr", prediction)
-    write_tiff(out / f"{name}_instances.tif", instances)
+    write_tiff(out / f"{name}_instances.tif", instances, resolution=resolution)
     count = int(instances.max())  # napari's pytest plugin makes numpy log arguments str
     logger.info("%s: %d instances → %s", name, count, out / f"{name}_instances.tif")
     if args.uncertainty:
-        _write_doubts(out, name, prediction, instances, teacher_view)
+        _write_doubts(out, name, prediction, instances, teacher_view, resolution)
 
 
-def _write_doubts(out: Path, name: str, prediction: Any, instances: Any, teacher: Any) -> None:
+def _write_doubts(  # noqa: PLR0913
+    out: Path, name: str, prediction: Any, instances: Any, teacher: Any, resolution: Any
+) -> None:
     """Write the uncertainty map and the instances ranked by how likely they are wrong."""
     from ..core.io import write_csv, write_tiff
     from ..core.uncertainty import assess
 
     doubt, ranked = assess(prediction, instances, teacher=teacher)
-    write_tiff(out / f"{name}_uncertainty.tif", doubt)
+    write_tiff(out / f"{name}_uncertainty.tif", doubt, resolution=resolution)
     rows = [{"rank": n, **doubt.to_row()} for n, doubt in enumerate(ranked, start=1)]
     write_csv(out / f"{name}_doubts.csv", rows or [{"rank": None}])
     worst = f"; most likely wrong: #{ranked[0].label} ({ranked[0].why})" if ranked else ""

@@ -49,6 +49,7 @@ __all__ = [
     "write_csv",
     "write_json",
     "write_prediction",
+    "read_resolution",
     "write_tiff",
 ]
 
@@ -266,11 +267,35 @@ def _open_tiff(path: Path) -> Any:
     return zarr.open(tifffile.imread(path, aszarr=True), mode="r")
 
 
-def write_tiff(path: str | os.PathLike, array: ArrayLike) -> Path:
-    """Write ``array`` as a zlib-compressed TIFF, atomically; return the path."""
+def read_resolution(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Return the pixel size a TIFF records (X and Y pixels per unit, and the unit), or None.
+
+    Results written with :func:`write_tiff` carry it on, so a measurement in a
+    result is in the same units as in the image. Other formats give None.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            if "XResolution" not in page.tags:
+                return None
+            return {"resolution": tuple(page.resolution), "resolutionunit": page.resolutionunit}
+    except (OSError, ValueError, tifffile.TiffFileError):
+        return None
+
+
+def write_tiff(
+    path: str | os.PathLike, array: ArrayLike, *, resolution: dict[str, Any] | None = None
+) -> Path:
+    """Write ``array`` as a zlib-compressed TIFF, atomically; return the path.
+
+    ``resolution`` is the input's pixel size, from :func:`read_resolution`.
+    """
     path = Path(path)
     with atomic_output(path) as temporary:
-        tifffile.imwrite(temporary, np.asarray(array), compression="zlib")
+        tifffile.imwrite(temporary, np.asarray(array), compression="zlib", **(resolution or {}))
     return path
 
 
