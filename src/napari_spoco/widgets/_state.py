@@ -100,6 +100,9 @@ class SpocoState:
         self.busy = False  # a prediction or clustering job is running
         self.device = "auto"  # device for a loaded model (the trainer keeps its own)
         self.predictions: dict[str, CachedPrediction] = {}
+        #: Name of the annotation layer chosen in the Annotate section: the other
+        #: sections act on its pair (see :meth:`chosen_pair`).
+        self.chosen_annotation: str | None = None
         #: Instances most likely wrong after the last segmentation, worst first, by image
         #: name: (time index or None, Doubt). The Correct section lists them.
         self.doubts: dict[str, list[tuple[int | None, Doubt]]] = {}
@@ -159,6 +162,10 @@ class SpocoState:
                 )
             )
         return found
+
+    def chosen_pair(self) -> Pair | None:
+        """Return the pair of the annotation layer chosen in the Annotate section, or None."""
+        return next((p for p in self.pairs() if p.annotation.name == self.chosen_annotation), None)
 
     def pair_for(self, annotation: Any) -> Pair | None:
         """Return the pair whose annotation layer is ``annotation``.

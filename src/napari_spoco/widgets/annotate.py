@@ -120,7 +120,9 @@ class AnnotateSection(QWidget):
             self.annotation_box.setCurrentIndex(0)  # "(new)": that layer belongs to another image
 
     def _annotation_changed(self, *_: Any) -> None:
-        pair = self.state.pair_for(self.annotation())
+        layer = self.annotation()
+        self.state.chosen_annotation = None if layer is None else layer.name
+        pair = self.state.pair_for(layer)
         if pair is not None and pair.image is not self.image():
             self.image_box.set_layer(pair.image)
             self.axes_box.setCurrentText(pair.axes.spec)

@@ -36,7 +36,6 @@ from ._tooltips import TOOLTIPS
 if TYPE_CHECKING:
     import napari
 
-    from .annotate import AnnotateSection
 
 __all__ = ["CorrectSection"]
 
@@ -47,11 +46,9 @@ _FEWEST_PIXELS_SHOWN = 96
 class CorrectSection(QWidget):
     """Accept, delete and merge predicted instances of the current image."""
 
-    def __init__(
-        self, viewer: napari.viewer.Viewer, state: SpocoState, annotate: AnnotateSection
-    ) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, state: SpocoState) -> None:
         super().__init__()
-        self.viewer, self.state, self.annotate = viewer, state, annotate
+        self.viewer, self.state = viewer, state
         self.click_button = QPushButton("Click to accept")
         self.click_button.setCheckable(True)
         self.accept_all_button = QPushButton("Accept all")
@@ -104,7 +101,7 @@ class CorrectSection(QWidget):
 
     # ------------------------------------------------------------------ targets
     def _pair(self) -> Pair | None:
-        return self.state.pair_for(self.annotate.annotation())
+        return self.state.chosen_pair()
 
     def _instances_layer(self, pair: Pair | None) -> Any | None:
         if pair is None:
@@ -206,7 +203,7 @@ class CorrectSection(QWidget):
     def _edited(self, message: str) -> None:
         self.status.setText(message + " Press Train to learn from them.")
         self.state.annotations_edited.emit()
-        self.annotate.refresh_pairs()
+        self.state.pairs_changed.emit()  # the Annotate section re-counts at once
 
     # ------------------------------------------------------------------ likely mistakes
     def show_doubts(self, image_name: str) -> None:

@@ -37,9 +37,9 @@ class SpocoWidget(QWidget):
         self.viewer = viewer
         self.state = SpocoState(viewer)
         self.annotate = AnnotateSection(viewer, self.state)
-        self.train = TrainSection(viewer, self.state, self.annotate)
-        self.segment = SegmentSection(viewer, self.state, self.annotate)
-        self.correct = CorrectSection(viewer, self.state, self.annotate)
+        self.train = TrainSection(viewer, self.state)
+        self.segment = SegmentSection(viewer, self.state)
+        self.correct = CorrectSection(viewer, self.state)
         self.files = FilesSection(viewer, self.state)
         body = QWidget()
         column = QVBoxLayout(body)
@@ -72,7 +72,7 @@ class SpocoWidget(QWidget):
 
     def _training_finished(self, completed: bool) -> None:
         if completed and self.train.settings.segment_when_done.isChecked():
-            pair = self.state.pair_for(self.annotate.annotation())
+            pair = self.state.chosen_pair()
             self.segment.predict(pair.image if pair else None)
 
     def _follow_active_layer(self, event: object) -> None:

@@ -35,7 +35,6 @@ from .segment_settings import SegmentSettings
 if TYPE_CHECKING:
     import napari
 
-    from .annotate import AnnotateSection
 
 __all__ = ["SegmentSection"]
 
@@ -58,11 +57,9 @@ class SegmentSection(QWidget):
 
     segmented = Signal(str)  # image layer name
 
-    def __init__(
-        self, viewer: napari.viewer.Viewer, state: SpocoState, annotate: AnnotateSection
-    ) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, state: SpocoState) -> None:
         super().__init__()
-        self.viewer, self.state, self.annotate = viewer, state, annotate
+        self.viewer, self.state = viewer, state
         viewer.layers.events.removed.connect(_free_scratch)
         self.image_box = LayerComboBox(viewer, Image)
         self.scope = QComboBox()

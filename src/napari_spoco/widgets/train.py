@@ -29,7 +29,6 @@ from .train_settings import FROM_FILE, TrainSettings
 if TYPE_CHECKING:
     import napari
 
-    from .annotate import AnnotateSection
 
 __all__ = ["TrainSection"]
 
@@ -62,11 +61,9 @@ class TrainSection(QWidget):
     finished = Signal(bool)  # True when the run ended normally (not stopped, no error)
     model_file_requested = Signal()
 
-    def __init__(
-        self, viewer: napari.viewer.Viewer, state: SpocoState, annotate: AnnotateSection
-    ) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, state: SpocoState) -> None:
         super().__init__()
-        self.viewer, self.state, self.annotate = viewer, state, annotate
+        self.viewer, self.state = viewer, state
         self.settings = TrainSettings()
         self.train_button = QPushButton("Train")
         self.stop_button = QPushButton("Stop")
@@ -240,7 +237,7 @@ class TrainSection(QWidget):
             self._show_preview(update.preview)
 
     def _show_preview(self, preview: Any) -> None:
-        pair = self.state.pair_for(self.annotate.annotation())
+        pair = self.state.chosen_pair()
         if pair is None:
             return
         region = self._preview_region
@@ -317,7 +314,7 @@ class TrainSection(QWidget):
         self._post_preview()
 
     def _post_preview(self) -> None:
-        pair = self.state.pair_for(self.annotate.annotation())
+        pair = self.state.chosen_pair()
         self._preview_region = None
         if self._inbox is None or pair is None or self.settings.preview_every.value() == 0:
             return
