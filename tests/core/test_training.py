@@ -254,6 +254,8 @@ def test_fine_tuning_keeps_the_norm_statistics_a_new_network_learns_them(blobs, 
     tuned.run(checkpoint_path=tmp_path / "tuned.pt")
     assert tuned.config.keep_norm_statistics
     assert modes and not any(modes)  # by the running statistics, as in prediction
+    tuned.reconfigure(replace(tuned.config, keep_norm_statistics=None))  # Train pressed again
+    assert tuned.config.keep_norm_statistics
     assert not _changed(saved, _running_means(tuned.model))
     assert _changed(list(tuned.model.parameters()), list(new.model.parameters()))  # weights learn
     resumed = _trainer(blobs, checkpoint=load_checkpoint(tmp_path / "tuned.pt"), resume=True)

@@ -86,3 +86,37 @@ def test_large_objects_are_judged_on_a_subsampled_grid_with_the_same_verdict():
     assert {(d.label, d.reason) for d in ranked[:2]} == {(0, "missed"), (1, "merge")}
     missed = next(d for d in ranked if d.label == 0)
     assert np.allclose(missed.centre, 4 * np.asarray(centres[6]) + 1.5, atol=4)
+
+
+def test_the_soft_rim_around_objects_is_not_a_missed_object():
+    """A foreground that falls off over a few pixels leaves a ring between 0.3 and 0.5."""
+    yy, xx = np.indices((200, 200))
+    instances = np.zeros((200, 200), np.int64)
+    distance = np.full((200, 200), np.inf)
+    for n in range(16):
+        y, x = 25 + 50 * (n // 4), 25 + 50 * (n % 4)
+        d = np.hypot(yy - y, xx - x) - 12
+        instances[d <= 0] = n + 1
+        distance = np.minimum(distance, d)
+    foreground = (1 / (1 + np.exp(distance / 1.5))).astype(np.float32)
+    codes = np.random.default_rng(0).normal(size=(17, 4)) * 3.0  # one embedding per object
+    embeddings = codes[instances].transpose(2, 0, 1).astype(np.float32)
+    _, ranked = assess(Prediction(embeddings=embeddings, foreground=foreground), instances)
+    assert not [d for d in ranked if d.reason == "missed"]
+
+
+def test_stacks_are_judged_in_3d_without_losing_small_objects():
+    prediction, truth, centres = _scene()
+    stack = lambda a: np.stack([a] * 6, axis=-3)  # noqa: E731
+    volume = Prediction(
+        embeddings=stack(prediction.embeddings),
+        foreground=stack(prediction.foreground),
+        delta_v=0.5,
+        delta_d=2.0,
+    )
+    instances = stack(truth)
+    instances[instances == 2] = 1
+    doubt, ranked = assess(volume, instances)
+    assert doubt.shape == instances.shape
+    assert (ranked[0].label, ranked[0].reason) == (1, "merge")
+    assert len(ranked[0].centre) == 3

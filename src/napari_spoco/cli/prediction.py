@@ -154,20 +154,29 @@ def _predict_whole(args, checkpoint, networks, image, out, name, config, channel
     count = int(instances.max())  # napari's pytest plugin makes numpy log arguments str
     logger.info("%s: %d instances → %s", name, count, out / f"{name}_instances.tif")
     if args.uncertainty:
-        _write_doubts(out, name, prediction, instances, teacher_view, resolution)
+        _write_doubts(out, name, prediction, instances, teacher_view, resolution, scale)
 
 
 def _write_doubts(  # noqa: PLR0913
-    out: Path, name: str, prediction: Any, instances: Any, teacher: Any, resolution: Any
-) -> None:
-    """Write the uncertainty map and the instances ranked by how likely they are wrong."""
-    from ..core.io import write_csv, write_tiff
-    from ..core.uncertainty import assess
+    out: Path, name: str, prediction: Any, instances: Any, teacher: Any, resolution: Any,
+    scale: float,
+) -> None:  # fmt: skip
+    """Write the uncertainty map and the instances ranked by how likely they are wrong.
 
-    doubt, ranked = assess(prediction, instances, teacher=teacher)
+    Sizes are judged against the objects the model was sized for at ``scale``
+    (what the painted objects give in the panel), not the median instance,
+    which systematic merges would make a merge itself.
+    """
+    from ..core.config import REFERENCE_DIAMETER
+    from ..core.io import write_csv, write_tiff
+    from ..core.uncertainty import Doubt, assess
+
+    diameter = REFERENCE_DIAMETER / scale
+    area = np.pi * (diameter / 2) ** 2 if instances.ndim == 2 else np.pi / 6 * diameter**3
+    doubt, ranked = assess(prediction, instances, teacher=teacher, reference_area=area)
     write_tiff(out / f"{name}_uncertainty.tif", doubt, resolution=resolution)
     rows = [{"rank": n, **doubt.to_row()} for n, doubt in enumerate(ranked, start=1)]
-    write_csv(out / f"{name}_doubts.csv", rows or [{"rank": None}])
+    write_csv(out / f"{name}_doubts.csv", rows, columns=["rank", *Doubt.columns(instances.ndim)])
     worst = f"; most likely wrong: #{ranked[0].label} ({ranked[0].why})" if ranked else ""
     logger.info("%s: uncertainty → %s_uncertainty.tif, %s_doubts.csv%s", name, name, name, worst)
 

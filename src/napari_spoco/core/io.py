@@ -307,10 +307,16 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return path
 
 
-def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write dicts as CSV rows (columns: the union of keys, first-seen order), atomically."""
+def write_csv(
+    path: str | os.PathLike, rows: Sequence[dict[str, Any]], *, columns: Sequence[str] = ()
+) -> Path:
+    """Write dicts as CSV rows, atomically.
+
+    Columns: ``columns``, then any other key in first-seen order (so a table with
+    no rows still has its header).
+    """
     path = Path(path)
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+    columns = list(dict.fromkeys([*columns, *(key for row in rows for key in row)]))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

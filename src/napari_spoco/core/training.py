@@ -220,6 +220,8 @@ class Trainer:
                 "the architecture cannot change while training continues; start a new network"
             )
         _check_architecture(config)
+        if config.keep_norm_statistics is None:  # this run's choice holds for the next ones
+            config = replace(config, keep_norm_statistics=self.config.keep_norm_statistics)
         self.config = config
         if config.learning_rate is not None:
             self.learning_rate = config.learning_rate

@@ -53,9 +53,8 @@ REASONS = {
 }
 #: Foreground probability above which pixels outside every instance may be a missed object.
 MISSED_PROBABILITY = 0.3
-#: Size ratio to the painted objects (log2) that counts fully as too large or too small:
-#: four times or a quarter of their area. Nuclei of one image vary by about twofold.
-_SIZE_OCTAVES = 2.0
+#: Pixels around an instance that belong to its soft rim, not to a missed object.
+_RIM = 2
 #: Distances (pixels) from an instance's outline where its border is judged.
 _BAND = (1.5, 3.5)
 #: How many robust standard deviations above the image's median make a statistic count
@@ -86,6 +85,16 @@ class Doubt:
     def why(self) -> str:
         """The reason in words, for a list a user reads."""
         return REASONS[self.reason]
+
+    @staticmethod
+    def columns(ndim: int) -> list[str]:
+        """Names of :meth:`to_row`'s columns for an image of ``ndim`` spatial axes."""
+        axes = "zyx"[-ndim:]
+        return [
+            "label", "score", "reason", "why", *(f"score_{name}" for name in REASONS),
+            *(f"centre_{a}" for a in axes), *(f"{a}_start" for a in axes),
+            *(f"{a}_stop" for a in axes), "area",
+        ]  # fmt: skip
 
     def to_row(self) -> dict[str, object]:
         """Flatten for a table (CSV): label, score, reason, every reason's score, place."""
@@ -164,11 +173,12 @@ def assess(
     areas = np.bincount(labels.ravel())
     ids = np.flatnonzero(areas[1:]) + 1
     if reference_area is None:
-        reference_area = float(np.median(areas[ids])) if len(ids) else 1.0
+        reference_area = float(np.median(areas[ids])) if len(ids) else _size_of(labels.ndim)
     # Pixels are judged at about the network's own resolution: large objects are
-    # subsampled until they span REFERENCE_DIAMETER-ish pixels, which bounds the cost.
-    step = _stride(reference_area)
-    view = (slice(None, None, step),) * labels.ndim
+    # subsampled in Y and X until they span REFERENCE_DIAMETER-ish pixels, which
+    # bounds the cost.
+    step = _stride(reference_area, labels.ndim)
+    view = (slice(None),) * (labels.ndim - 2) + (slice(None, None, step),) * 2
     foreground = _foreground(prediction)
     parts = _pixel_parts(
         embeddings[(slice(None), *view)],
@@ -181,25 +191,40 @@ def assess(
     coarse = np.maximum.reduce(list(parts.values()))
     doubt_map = _upsample(coarse, step, labels.shape)
     doubts = _instance_doubts(labels, labels[view], ids, areas[ids], parts, reference_area)
-    if painted is not None:
-        on_paint = ndimage.mean(np.asarray(painted) > 0, labels, [d.label for d in doubts])
-        doubts = [
-            d for d, share in zip(doubts, np.atleast_1d(on_paint), strict=True) if share < 0.5
-        ]
     doubts += _missed_regions(foreground, labels, reference_area)
+    if painted is not None:  # the user has already said what is there
+        painted = np.asarray(painted) > 0
+        doubts = [d for d in doubts if _painted_share(d, labels, painted) < 0.5]
     doubts.sort(key=lambda d: (-d.score, d.label))
     return doubt_map, doubts[:k] if k is not None else doubts
 
 
-def _stride(reference_area: float) -> int:
-    """Subsampling step that keeps a typical object at least REFERENCE_DIAMETER wide."""
-    diameter = 2 * np.sqrt(reference_area / np.pi)
-    return max(1, int(diameter // REFERENCE_DIAMETER))
+def _diameter(size: float, ndim: int) -> float:
+    """Diameter of a disc (2D) or ball (3D) of ``size`` pixels or voxels."""
+    return 2 * np.sqrt(size / np.pi) if ndim == 2 else (6 * size / np.pi) ** (1 / 3)
+
+
+def _size_of(ndim: int) -> float:
+    """Pixels (voxels) of an object of the network's reference diameter."""
+    radius = REFERENCE_DIAMETER / 2
+    return np.pi * radius**2 if ndim == 2 else 4 / 3 * np.pi * radius**3
+
+
+def _stride(reference_area: float, ndim: int) -> int:
+    """Y/X subsampling step that keeps a typical object at least REFERENCE_DIAMETER wide."""
+    return max(1, int(_diameter(reference_area, ndim) // REFERENCE_DIAMETER))
+
+
+def _painted_share(doubt: Doubt, labels: NDArray, painted: NDArray[np.bool_]) -> float:
+    """Share of an instance (or, for a missed region, of its box) that the user painted."""
+    box = tuple(slice(a, b) for a, b in doubt.bbox)
+    region = labels[box] == doubt.label if doubt.label else labels[box] == 0
+    return float(painted[box][region].mean()) if region.any() else 0.0
 
 
 def _upsample(coarse: NDArray, step: int, shape: tuple[int, ...]) -> NDArray[np.float32]:
-    """Repeat each coarse pixel ``step`` times per axis and crop to ``shape``."""
-    for axis in range(coarse.ndim):
+    """Repeat each coarse pixel ``step`` times in Y and X and crop to ``shape``."""
+    for axis in (-2, -1):
         coarse = np.repeat(coarse, step, axis=axis)
     return np.ascontiguousarray(coarse[tuple(slice(0, n) for n in shape)], dtype=np.float32)
 
@@ -228,7 +253,7 @@ def _pixel_parts(
     points = embeddings.reshape(len(embeddings), -1)[:, inside]
     counts = np.maximum(np.bincount(owner, minlength=flat.max(initial=0) + 1), 1)
     centres = np.stack([np.bincount(owner, p, minlength=len(counts)) for p in points]) / counts
-    distance = np.linalg.norm(points - centres[:, owner].astype(np.float32), axis=0)
+    distance = np.linalg.norm(points - centres.astype(np.float32)[:, owner], axis=0)
     spread = np.zeros(flat.size, np.float32)
     spread[inside] = np.clip((distance - delta_v) / (delta_d - delta_v), 0, 1)
     parts["merge"] = spread.reshape(labels.shape)
@@ -273,7 +298,9 @@ def _instance_doubts(
     if labels.ndim == 2:  # nuclei and most cells are convex; merges and pieces often not
         solidity = {r.label: r.solidity for r in regionprops(coarse_labels)}
         shape = _stands_out(np.array([1 - solidity.get(label, 1.0) for label in ids]))
-    size = np.log2(areas / reference_area) / _SIZE_OCTAVES
+    # Twice or half the painted objects' diameter counts fully: 2 octaves of area in 2D, 3 of
+    # volume in 3D.
+    size = np.log2(areas / reference_area) / labels.ndim
     boxes = ndimage.find_objects(labels)
     centres = ndimage.center_of_mass(np.ones(labels.shape, np.uint8), labels, ids)
     doubts = []
@@ -306,12 +333,19 @@ def _stands_out(values: NDArray) -> NDArray:
 
 
 def _missed_regions(probability: NDArray, labels: NDArray, reference_area: float) -> list[Doubt]:
-    """Find foreground the clustering left out, at least a quarter of an object large."""
-    from skimage.measure import label, regionprops
+    """Find foreground the clustering left out, at least a quarter of an object large.
 
-    candidates = label((probability > MISSED_PROBABILITY) & (labels == 0))
+    The soft rim just outside every instance (probability falling through 0.5)
+    is not a missed object: pixels within :data:`_RIM` of an instance are left
+    out, and what remains is opened by the same radius, so thin slivers go too.
+    """
+    from skimage.measure import label, regionprops
+    from skimage.segmentation import expand_labels
+
+    candidates = (probability > MISSED_PROBABILITY) & (expand_labels(labels, _RIM) == 0)
+    candidates = ndimage.binary_opening(candidates, iterations=_RIM)
     doubts = []
-    for region in regionprops(candidates, intensity_image=probability):
+    for region in regionprops(label(candidates), intensity_image=probability):
         if region.area < reference_area / 4:
             continue
         confidence = float(np.clip(region.intensity_mean / 0.5, 0, 1))

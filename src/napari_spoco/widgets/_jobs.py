@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +82,14 @@ def cluster_job(cached: list[CachedPrediction], config, teachers, painted=None) 
             mask = instances > 0
         rgb = embeddings_to_rgb(prediction.embeddings)
         objects = _painted_objects(annotations, background_id, entry.time_index, instances.shape)
-        doubt, ranked = assess(
-            prediction, instances, teacher=teacher, reference_area=area, painted=objects,
-            k=DOUBTS_LISTED,
-        )  # fmt: skip
+        try:
+            doubt, ranked = assess(
+                prediction, instances, teacher=teacher, reference_area=area, painted=objects,
+                k=DOUBTS_LISTED,
+            )  # fmt: skip
+        except (MemoryError, ValueError) as error:  # the instances matter more than the doubts
+            warnings.warn(f"no list of likely mistakes this time: {error}", stacklevel=1)
+            doubt, ranked = np.zeros(instances.shape, np.float32), []
         out.append((entry.time_index, instances, mask.astype(np.uint8), rgb, doubt, ranked))
     return out
 

@@ -232,16 +232,22 @@ class CorrectSection(QWidget):
             return
         t, doubt = chosen
         prefix = () if t is None else (t,)
-        centre = layer.data_to_world((*prefix, *doubt.centre))
-        if t is not None:
-            self.viewer.dims.set_point(0, centre[0])
+        world = list(layer.data_to_world((*prefix, *doubt.centre)))
+        # The layer's axes are the viewer's last ones: move the sliders (time, Z) there too.
+        point = list(self.viewer.dims.point)
+        point[len(point) - len(world) :] = world
         displayed = list(self.viewer.dims.displayed)
+        for axis, value in enumerate(point):
+            if axis not in displayed:
+                self.viewer.dims.set_point(axis, value)
         camera = getattr(self.viewer, "scene", self.viewer).camera
-        camera.center = tuple(np.asarray(centre)[displayed])
-        sizes = [stop - start for start, stop in doubt.bbox]
-        pixel = min(abs(s) for s in layer.scale[len(prefix) :])
-        view = max(3 * max(sizes), _FEWEST_PIXELS_SHOWN) * pixel  # world units across
-        camera.zoom = 0.9 * min(self.viewer.canvas.size) / view
+        camera.center = tuple(point[axis] for axis in displayed)
+        canvas = getattr(self.viewer, "canvas", None)  # napari >= 0.9; older keeps the zoom
+        if canvas is not None:
+            sizes = [stop - start for start, stop in doubt.bbox[-2:]]
+            pixel = min(abs(s) for s in layer.scale[-2:])
+            view = max(3 * max(sizes), _FEWEST_PIXELS_SHOWN) * pixel  # world units across
+            camera.zoom = 0.9 * min(canvas.size) / view
         self.viewer.layers.selection.active = layer
         layer.visible = True
 
@@ -261,7 +267,8 @@ class CorrectSection(QWidget):
             if pair is None or pair.image.name != self._doubts_of:
                 show_info(f"Choose {self._doubts_of}'s annotation in Annotate to accept into it.")
                 return
-            self.accept_instance(pair, layer, frame, doubt.label)
+            if not self.accept_instance(pair, layer, frame, doubt.label):
+                return  # nothing was accepted: the instance stays listed
         else:
             target = 0 if action == "delete" else int(layer.selected_label)
             self.relabel_instance(layer, frame, doubt.label, target)
