@@ -6,7 +6,7 @@ Usage (needs a display; on a headless machine run it on a virtual one)::
 
 Writes docs/images/tutorial_*.png: the same steps as docs/tutorial.md, on the
 bundled 2D nuclei sample, with a tenth of the nuclei and a few background
-strokes painted by :func:`napari_spoco.demo.annotate_like_a_user`.
+strokes painted by :func:`napari_spoco.testing.annotate_like_a_user`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QApplication
 from superqt import QCollapsible
 
 from napari_spoco.core.sample_data import load_nuclei_2d
-from napari_spoco.demo import annotate_like_a_user
+from napari_spoco.testing import annotate_like_a_user
 
 IMAGES = Path(__file__).parent / "images"
 
