@@ -71,7 +71,9 @@ def cluster_job(cached: list[CachedPrediction], config, teachers, painted=None) 
     they are compared with, and instances already painted are not listed.
     """
     annotations, background_id = painted or ((), None)
-    area = painted_object_area(annotations, background_id=background_id)
+    timed = bool(cached) and cached[0].time_index is not None  # an id may recur in every frame
+    frames = [frame for a in annotations for frame in a] if timed else annotations
+    area = painted_object_area(frames, background_id=background_id)
     out = []
     for entry, teacher in zip(cached, teachers, strict=True):
         prediction: Prediction = entry.prediction
