@@ -282,9 +282,9 @@ class TrainConfig:
     trained on images that were each resized by their own objects' size (dense
     training of a generalist): it has no single scale, so prediction measures
     the objects of each new image first (``core.inference.estimate_object_diameter``).
-    ``keep_norm_statistics`` normalises by the batch-norm running statistics
-    during training, as prediction does, and leaves them as they were; None
-    keeps them when fine-tuning a trained model and learns them for a new one.
+    ``keep_norm_statistics`` leaves the batch-norm running statistics as they
+    were; None keeps them when fine-tuning a trained model and updates them for
+    a new one.
     Patches are drawn around painted objects, so their statistics are not those
     of whole images: updating them during sparse fine-tuning of the nuclei
     generalist grew its foreground by a quarter (docs/benchmarks.md).
