@@ -15,9 +15,10 @@ ground truth:
   embeddings are given).
 
 Each is scaled to [0, 1]; the map is their maximum. Per instance, the
-components become reasons: *merge* (spread, or much larger or less convex than
-the painted objects), *split* (much smaller than them), *border* (ambiguous
-foreground along its outline), *unsure* (disagreement). Foreground without an
+components become reasons: *merge* (its spread stands out, or it is much larger
+than the painted objects), *split* (much smaller than them), *shape* (much less
+convex than the image's other instances), *border* (ambiguous foreground over it
+and around its outline), *unsure* (disagreement). Foreground without an
 instance becomes a *missed* candidate. An instance's score is its largest
 reason, and :func:`assess` sorts by it.
 """
