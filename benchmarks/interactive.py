@@ -103,19 +103,18 @@ def chosen_objects(arm, prediction, instances, truth, annotated, count, rng, tea
 
     if arm == "oracle":
         return [i for i, _ in worst_objects(truth, instances, annotated, count)], []
+    objects = (annotated > 0) & (annotated != BACKGROUND_ID)  # painted, not the strokes
     if arm == "guided":
-        area = painted_object_area([np.where(annotated == BACKGROUND_ID, 0, annotated)])
-        objects = (annotated > 0) & (annotated != BACKGROUND_ID)
+        area = painted_object_area([annotated], background_id=BACKGROUND_ID)
         _, ranked = assess(
             prediction, instances, teacher=teacher, reference_area=area, painted=objects
         )
         regions = [(d.label, d.bbox) for d in ranked]
     else:  # random instances that are not painted already, as the panel's list leaves those out
-        objects = (annotated > 0) & (annotated != BACKGROUND_ID)
         labels = [i for i in np.unique(instances)[1:] if objects[instances == i].mean() < 0.5]
         regions = [(int(i), None) for i in rng.permutation(labels)]
     best = _best_iou(truth, instances)
-    done = set(np.unique(annotated[(annotated > 0) & (annotated != BACKGROUND_ID)]).tolist())
+    done = set(np.unique(annotated[objects]).tolist())
     chosen, wrong = [], []
     for label, bbox in regions:
         if len(chosen) == count:

@@ -169,10 +169,9 @@ def _write_doubts(  # noqa: PLR0913
     """
     from ..core.config import REFERENCE_DIAMETER
     from ..core.io import write_csv, write_tiff
-    from ..core.uncertainty import Doubt, assess
+    from ..core.uncertainty import Doubt, assess, object_size
 
-    diameter = REFERENCE_DIAMETER / scale
-    area = np.pi * (diameter / 2) ** 2 if instances.ndim == 2 else np.pi / 6 * diameter**3
+    area = object_size(REFERENCE_DIAMETER / scale, instances.ndim)
     doubt, ranked = assess(prediction, instances, teacher=teacher, reference_area=area)
     write_tiff(out / f"{name}_uncertainty.tif", doubt, resolution=resolution)
     rows = [{"rank": n, **doubt.to_row()} for n, doubt in enumerate(ranked, start=1)]

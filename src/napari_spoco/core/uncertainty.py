@@ -40,6 +40,7 @@ __all__ = [
     "REASONS",
     "Doubt",
     "assess",
+    "object_size",
     "painted_object_area",
 ]
 
@@ -173,8 +174,10 @@ def assess(
         )
     areas = np.bincount(labels.ravel())
     ids = np.flatnonzero(areas[1:]) + 1
-    if reference_area is None:
-        reference_area = float(np.median(areas[ids])) if len(ids) else _size_of(labels.ndim)
+    if reference_area is None and len(ids):
+        reference_area = float(np.median(areas[ids]))
+    elif reference_area is None:
+        reference_area = object_size(REFERENCE_DIAMETER, labels.ndim)
     # Pixels are judged at about the network's own resolution: large objects are
     # subsampled in Y and X until they span REFERENCE_DIAMETER-ish pixels, which
     # bounds the cost.
@@ -205,9 +208,9 @@ def _diameter(size: float, ndim: int) -> float:
     return 2 * np.sqrt(size / np.pi) if ndim == 2 else (6 * size / np.pi) ** (1 / 3)
 
 
-def _size_of(ndim: int) -> float:
-    """Pixels (voxels) of an object of the network's reference diameter."""
-    radius = REFERENCE_DIAMETER / 2
+def object_size(diameter: float, ndim: int) -> float:
+    """Pixels (voxels) of a disc (ball) of ``diameter``: a reference size for :func:`assess`."""
+    radius = diameter / 2
     return np.pi * radius**2 if ndim == 2 else 4 / 3 * np.pi * radius**3
 
 
