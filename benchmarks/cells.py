@@ -113,8 +113,9 @@ def score_spoco(trainer, test: list, scale: float, seed: int, methods: list[str]
     """Every stage's score on the test images, at the work scale, scored at full resolution."""
     from napari_spoco.core.clustering import segment
     from napari_spoco.core.config import SegmentConfig
-    from napari_spoco.core.inference import predict, segment_prediction
     from napari_spoco.core.metrics import evaluate
+    from napari_spoco.core.run_network import predict
+    from napari_spoco.core.segmentation import segment_prediction
 
     loss = trainer.config.loss
     needs_teacher = any(CLUSTERING_METHODS[m].needs_teacher for m in methods)

@@ -73,8 +73,9 @@ def package(run: Path, folder: Path, out: Path | None, results: Path) -> None:
         save_checkpoint,
     )
     from napari_spoco.core.image import looks_rgb, rgb_to_grey
-    from napari_spoco.core.inference import predict, prediction_scale, segment_prediction
     from napari_spoco.core.metrics import average_precision
+    from napari_spoco.core.run_network import predict
+    from napari_spoco.core.segmentation import prediction_scale, segment_prediction
 
     trained = load_checkpoint(run)
     # Runs of dense training mark themselves from this version on; older ones did not.

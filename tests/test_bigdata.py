@@ -10,10 +10,11 @@ from conftest import make_blobs
 from napari_spoco import bigdata
 from napari_spoco.core.checkpoint import Checkpoint, network_from_checkpoint
 from napari_spoco.core.config import LossConfig, ModelConfig, SegmentConfig, TrainConfig
-from napari_spoco.core.inference import Prediction, predict, segment_prediction
 from napari_spoco.core.io import open_image, prediction_attributes, prediction_to_array
 from napari_spoco.core.metrics import average_precision
 from napari_spoco.core.model import EmbeddingUNet, build_model
+from napari_spoco.core.run_network import Prediction, predict
+from napari_spoco.core.segmentation import segment_prediction
 
 
 @pytest.fixture(scope="module")

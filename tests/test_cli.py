@@ -351,10 +351,10 @@ def test_consistency_clustering_uses_the_teacher_and_settings_follow_the_method(
     data, tmp_path, capsys
 ):
     """predict clusters with the teacher; segment, lacking it, and a foreign setting refuse."""
-    from napari_spoco.core import inference
+    from napari_spoco.core import segmentation
 
     teachers = []
-    segment_prediction = inference.segment_prediction
+    segment_prediction = segmentation.segment_prediction
 
     def spy(prediction, config=None, *, teacher=None, seed=0):
         teachers.append(teacher)
@@ -364,7 +364,7 @@ def test_consistency_clustering_uses_the_teacher_and_settings_follow_the_method(
                "--device", "cpu", "--method", "consistency", "--iou-threshold", "0.5"]  # fmt: skip
     import unittest.mock
 
-    with unittest.mock.patch.object(inference, "segment_prediction", spy):
+    with unittest.mock.patch.object(segmentation, "segment_prediction", spy):
         assert main([*predict, "--out", str(tmp_path / "out"), "--embeddings"]) == 0
     assert len(teachers) == 1 and teachers[0].shape[1:] == (128, 160)
     assert tifffile.imread(tmp_path / "out" / "C_instances.tif").shape == (128, 160)

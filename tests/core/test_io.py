@@ -6,7 +6,6 @@ import pytest
 import tifffile
 import zarr
 
-from napari_spoco.core.inference import Prediction
 from napari_spoco.core.io import (
     atomic_output,
     expand_paths,
@@ -19,6 +18,7 @@ from napari_spoco.core.io import (
     write_prediction,
     write_tiff,
 )
+from napari_spoco.core.run_network import Prediction
 
 
 def test_expand_paths_lists_folders_sorted_and_keeps_zarr_folders_whole(tmp_path):

@@ -8,12 +8,6 @@ import pytest
 
 from napari_spoco.core.annotation import keep_fraction_of_objects, median_object_diameter
 from napari_spoco.core.config import TrainConfig
-from napari_spoco.core.inference import (
-    estimate_object_diameter,
-    predict,
-    prediction_scale,
-    segment_prediction,
-)
 from napari_spoco.core.metrics import average_precision
 from napari_spoco.core.model import build_model
 from napari_spoco.core.pretrained import (
@@ -22,7 +16,13 @@ from napari_spoco.core.pretrained import (
     default_start_model,
     load_model_source,
 )
+from napari_spoco.core.run_network import predict
 from napari_spoco.core.sample_data import load_nuclei_2d
+from napari_spoco.core.segmentation import (
+    estimate_object_diameter,
+    prediction_scale,
+    segment_prediction,
+)
 from napari_spoco.core.training import Trainer
 
 

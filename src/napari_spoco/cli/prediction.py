@@ -130,9 +130,9 @@ def _predict_whole(args, checkpoint, networks, image, out, name, config, channel
     TIFF results carry the input's ``resolution`` (pixel size), see ``core.io.read_resolution``.
     """
     from ..core.config import REFERENCE_DIAMETER
-    from ..core.inference import predict as predict_image
-    from ..core.inference import prediction_scale, segment_prediction
     from ..core.io import write_prediction, write_tiff
+    from ..core.run_network import predict as predict_image
+    from ..core.segmentation import prediction_scale, segment_prediction
 
     network, teacher = networks
     scale = prediction_scale(
@@ -218,7 +218,6 @@ def _predict_blockwise(args, checkpoint, image, out, name, config, channel_axis)
 def segment(args: argparse.Namespace) -> None:
     """``segment``: saved predictions → instances, with any method that needs no teacher."""
     from ..bigdata import segment_prediction_blockwise
-    from ..core.inference import segment_prediction
     from ..core.io import (
         expand_paths,
         image_name,
@@ -226,6 +225,7 @@ def segment(args: argparse.Namespace) -> None:
         prediction_from_array,
         write_tiff,
     )
+    from ..core.segmentation import segment_prediction
 
     config = _segment_config(args)
     if _needs_teacher(config):

@@ -281,7 +281,7 @@ class TrainConfig:
     (brightfield, stained tissue) alike. ``scale_per_image`` marks a model
     trained on images that were each resized by their own objects' size (dense
     training of a generalist): it has no single scale, so prediction measures
-    the objects of each new image first (``core.inference.estimate_object_diameter``).
+    the objects of each new image first (``core.segmentation.estimate_object_diameter``).
     ``keep_norm_statistics`` leaves the batch-norm running statistics as they
     were; None keeps them when fine-tuning a trained model and updates them for
     a new one.
@@ -410,7 +410,7 @@ FOREGROUND_SOURCES = ("head", "embedding", "none")
 
 @dataclass(frozen=True)
 class SegmentConfig:
-    """How a prediction becomes instances (see ``core.inference.segment_prediction``).
+    """How a prediction becomes instances (see ``core.segmentation.segment_prediction``).
 
     Parameters
     ----------

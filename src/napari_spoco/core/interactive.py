@@ -24,7 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .config import SegmentConfig
-from .inference import Prediction, predict, segment_prediction
+from .run_network import Prediction, predict
+from .segmentation import segment_prediction
 from .training import Trainer, TrainRecord, TrainResult
 from .visualize import embeddings_to_rgb
 

@@ -29,8 +29,8 @@ import numpy as np
 import tifffile
 from numpy.typing import ArrayLike, NDArray
 
-from .inference import Prediction
 from .outputs import MARKER_KEY, atomic_output, is_zarr_folder
+from .run_network import Prediction
 
 __all__ = [
     "IMAGE_SUFFIXES",

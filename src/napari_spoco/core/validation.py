@@ -14,9 +14,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .config import LossConfig, SegmentConfig
-from .inference import predict, segment_prediction
 from .metrics import average_precision
 from .model import EmbeddingUNet
+from .run_network import predict
+from .segmentation import segment_prediction
 
 __all__ = ["ValidationSet", "validation_scores"]
 

@@ -1,16 +1,15 @@
-"""From a trained model and a raw image to instances: the path every front end takes.
+"""From the network's output to instances, and the object size to predict at.
 
-:func:`predict` runs the network (tiled) and splits its output into the
-embedding and the head maps; :func:`segment_prediction` turns that into an
-instance label image as a :class:`~napari_spoco.core.config.SegmentConfig`
-says. The napari widgets, the command line and the block-wise big-data path
-all call these two, so a change here changes every front end alike.
+:func:`segment_prediction` turns a :class:`~napari_spoco.core.run_network.Prediction`
+into an instance label image as a :class:`~napari_spoco.core.config.SegmentConfig`
+says; :func:`prediction_scale` decides the resize factor the network runs at. The
+napari widgets, the command line and the block-wise big-data path all call these,
+so a change here changes every front end alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -24,98 +23,15 @@ from .config import (
     TrainConfig,
     object_scale_for_diameter,
 )
-from .model import EmbeddingUNet, split_output
-from .prediction import predict_image
+from .model import EmbeddingUNet
+from .run_network import Prediction, predict
 
 __all__ = [
-    "Prediction",
     "estimate_object_diameter",
-    "predict",
     "prediction_scale",
     "segment_prediction",
     "split_at_cores",
 ]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What the network says about every pixel.
-
-    Attributes
-    ----------
-    embeddings : ndarray of float32, shape (D, *spatial)
-        Pixel embeddings.
-    foreground : ndarray of float32, shape (*spatial), or None
-        Foreground probability from the foreground head, if the model has one.
-    distance : ndarray of float32, shape (*spatial), or None
-        Normalised inner distance from the distance head, if the model has one.
-    delta_v, delta_d : float
-        Margins the model was trained with.
-    """
-
-    embeddings: NDArray[np.float32]
-    foreground: NDArray[np.float32] | None = None
-    distance: NDArray[np.float32] | None = None
-    delta_v: float = LossConfig.delta_v
-    delta_d: float = LossConfig.delta_d
-
-    @classmethod
-    def from_output(
-        cls, output: NDArray[np.float32], model: EmbeddingUNet, loss: LossConfig | None = None
-    ) -> Prediction:
-        """Split raw network output (C, *spatial) into embedding and head probabilities."""
-        embeddings, heads = split_output(output, model.config)
-        probabilities = {name: _sigmoid(logits) for name, logits in heads.items()}
-        loss = loss or LossConfig()
-        return cls(
-            embeddings=np.ascontiguousarray(embeddings),
-            foreground=probabilities.get("foreground"),
-            distance=probabilities.get("distance"),
-            delta_v=loss.delta_v,
-            delta_d=loss.delta_d,
-        )
-
-
-def _sigmoid(logits: NDArray) -> NDArray[np.float32]:
-    return (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
-
-
-def predict(
-    model: EmbeddingUNet,
-    image: ArrayLike,
-    *,
-    loss: LossConfig | None = None,
-    object_scale: float = 1.0,
-    channel_axis: int | None = None,
-    **tiling: object,
-) -> Prediction:
-    """Run ``model`` on a raw image and return its embedding and head maps.
-
-    Parameters
-    ----------
-    model : EmbeddingUNet
-        Trained network.
-    image : array_like
-        Raw (Y, X) or (Z, Y, X) image, or with a channel axis at ``channel_axis``.
-    loss : LossConfig, optional
-        Loss settings the model was trained with (their margins guide clustering).
-    object_scale : float
-        Y/X resize factor used in training (``TrainConfig.object_scale``).
-    channel_axis : int, optional
-        Axis holding channels, ``None`` for single-channel images.
-    **tiling
-        ``tile_shape``, ``overlap``, ``batch_size``, ``device``, ``progress`` of
-        :func:`napari_spoco.core.prediction.predict_embeddings`.
-
-    Returns
-    -------
-    Prediction
-        At the image's own spatial size.
-    """
-    output = predict_image(
-        model, image, object_scale=object_scale, channel_axis=channel_axis, **tiling
-    )
-    return Prediction.from_output(output, model, loss)
 
 
 def segment_prediction(

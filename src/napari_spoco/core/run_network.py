@@ -1,4 +1,7 @@
-"""Tiled inference: embed images of any size with bounded memory.
+"""Running the network: embed images of any size with bounded memory.
+
+:func:`predict` is what front ends call: it runs the network (tiled) and splits
+its output into the embedding and the head maps (a :class:`Prediction`).
 
 The network sees overlapping tiles, several per forward pass, and the tile
 outputs are blended with a smooth weight window. Pixels near a tile edge that
@@ -19,16 +22,26 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import torch
+from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
+from .config import LossConfig
 from .image import check_image_size, prepare_image, rescale_spatial
-from .model import EmbeddingUNet
+from .model import EmbeddingUNet, split_output
 
-__all__ = ["DEFAULT_TILE_SHAPE", "embed_at_scale", "predict_embeddings", "predict_image"]
+__all__ = [
+    "DEFAULT_TILE_SHAPE",
+    "Prediction",
+    "embed_at_scale",
+    "predict",
+    "predict_embeddings",
+    "predict_image",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -354,3 +367,84 @@ def embed_at_scale(
         full / small for full, small in zip(prepared.shape[1:], scaled.shape[1:], strict=True)
     ]
     return ndimage.zoom(embeddings, zoom, order=1, mode="nearest", grid_mode=True)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the network says about every pixel.
+
+    Attributes
+    ----------
+    embeddings : ndarray of float32, shape (D, *spatial)
+        Pixel embeddings.
+    foreground : ndarray of float32, shape (*spatial), or None
+        Foreground probability from the foreground head, if the model has one.
+    distance : ndarray of float32, shape (*spatial), or None
+        Normalised inner distance from the distance head, if the model has one.
+    delta_v, delta_d : float
+        Margins the model was trained with.
+    """
+
+    embeddings: NDArray[np.float32]
+    foreground: NDArray[np.float32] | None = None
+    distance: NDArray[np.float32] | None = None
+    delta_v: float = LossConfig.delta_v
+    delta_d: float = LossConfig.delta_d
+
+    @classmethod
+    def from_output(
+        cls, output: NDArray[np.float32], model: EmbeddingUNet, loss: LossConfig | None = None
+    ) -> Prediction:
+        """Split raw network output (C, *spatial) into embedding and head probabilities."""
+        embeddings, heads = split_output(output, model.config)
+        probabilities = {name: _sigmoid(logits) for name, logits in heads.items()}
+        loss = loss or LossConfig()
+        return cls(
+            embeddings=np.ascontiguousarray(embeddings),
+            foreground=probabilities.get("foreground"),
+            distance=probabilities.get("distance"),
+            delta_v=loss.delta_v,
+            delta_d=loss.delta_d,
+        )
+
+
+def _sigmoid(logits: NDArray) -> NDArray[np.float32]:
+    return (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
+
+
+def predict(
+    model: EmbeddingUNet,
+    image: ArrayLike,
+    *,
+    loss: LossConfig | None = None,
+    object_scale: float = 1.0,
+    channel_axis: int | None = None,
+    **tiling: object,
+) -> Prediction:
+    """Run ``model`` on a raw image and return its embedding and head maps.
+
+    Parameters
+    ----------
+    model : EmbeddingUNet
+        Trained network.
+    image : array_like
+        Raw (Y, X) or (Z, Y, X) image, or with a channel axis at ``channel_axis``.
+    loss : LossConfig, optional
+        Loss settings the model was trained with (their margins guide clustering).
+    object_scale : float
+        Y/X resize factor used in training (``TrainConfig.object_scale``).
+    channel_axis : int, optional
+        Axis holding channels, ``None`` for single-channel images.
+    **tiling
+        ``tile_shape``, ``overlap``, ``batch_size``, ``device``, ``progress`` of
+        :func:`predict_embeddings`.
+
+    Returns
+    -------
+    Prediction
+        At the image's own spatial size.
+    """
+    output = predict_image(
+        model, image, object_scale=object_scale, channel_axis=channel_axis, **tiling
+    )
+    return Prediction.from_output(output, model, loss)

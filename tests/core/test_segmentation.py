@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from napari_spoco.core.config import LossConfig, ModelConfig, SegmentConfig
-from napari_spoco.core.inference import Prediction, predict, segment_prediction, split_at_cores
 from napari_spoco.core.model import build_model
+from napari_spoco.core.run_network import Prediction, predict
+from napari_spoco.core.segmentation import segment_prediction, split_at_cores
 
 
 def _two_touching_discs():
