@@ -171,7 +171,7 @@ def _measure_backend(backend: str, strides: int, scene: str, queue, side: int = 
     _pin_to_one_core()
     import numpy as np
 
-    from napari_spoco.core._mutex import embedding_affinities, grid_offsets
+    from napari_spoco.core.clustering.mutex import embedding_affinities, grid_offsets
 
     embeddings, truth = synthetic((side, side), scene)
     offsets = grid_offsets(2)

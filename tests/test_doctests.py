@@ -8,11 +8,14 @@ import pytest
 
 import napari_spoco.core
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(napari_spoco.core.__path__))
+#: Every module of the core, subpackages included (``clustering.mutex``, ...).
+MODULES = sorted(
+    m.name for m in pkgutil.walk_packages(napari_spoco.core.__path__, prefix="napari_spoco.core.")
+)
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
-    module = importlib.import_module(f"napari_spoco.core.{name}")
+    module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
