@@ -221,17 +221,26 @@ def test_annotations_autosave_and_restore(panel, paint, qtbot):
 def test_fine_tune_a_model_file_chosen_in_the_network_box(
     panel, paint, qtbot, tmp_path, monkeypatch
 ):
+    from napari_spoco.core.pretrained import load_model_source
     from napari_spoco.core.recipe import FINE_TUNE_LR
     from napari_spoco.widgets import files
 
     paint(panel)
-    panel.train.settings.segment_when_done.setChecked(False)
-    panel.train.settings.iterations.setValue(2)
+    settings = panel.train.settings
+    generalist = load_model_source("nuclei").config.loss
+    assert (settings.delta_v.value(), settings.delta_d.value()) == (
+        generalist.delta_v,
+        generalist.delta_d,
+    )
+    settings.segment_when_done.setChecked(False)
+    settings.iterations.setValue(2)
+    settings.delta_v.setValue(0.7)  # margins of its own, which the saved model keeps
     with qtbot.waitSignal(panel.train.finished, timeout=120_000):
         panel.train.train_button.click()
     path = panel.files.save_model(tmp_path / "first.pt")
     panel.train.reset_button.click()
     assert panel.state.trainer is None
+    settings.delta_v.setValue(0.9)  # changed, then a model is chosen: the model's margins win
     monkeypatch.setattr(
         files.QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), ""))
     )
@@ -241,6 +250,7 @@ def test_fine_tune_a_model_file_chosen_in_the_network_box(
         panel.train.train_button.click()
     trainer = panel.state.trainer
     assert trainer.step == _generalist_step() + 4 and trainer.learning_rate == FINE_TUNE_LR
+    assert trainer.config.loss.delta_v == settings.delta_v.value() == 0.7
     assert panel.train.settings.size_box.currentText() == "model file: first.pt"
 
 

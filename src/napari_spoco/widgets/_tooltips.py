@@ -47,8 +47,13 @@ TOOLTIPS: dict[str, str] = {
     "patch_size": "Side of the square training patches (Y and X), in pixels after resizing.",
     "patch_depth": "Depth (Z) of the training patches for 3D images.",
     "batch_size": "Patches per training step.",
-    "delta_v": "Pull margin: pixels within this distance of their object's mean cost nothing.",
-    "delta_d": "Push margin: object means are pushed 2 x delta_d apart.",
+    "delta_v": (
+        "Pull margin: pixels within this distance of their object's mean cost nothing. "
+        "A trained model brings its own."
+    ),
+    "delta_d": (
+        "Push margin: object means are pushed 2 x delta_d apart. A trained model brings its own."
+    ),
     "kernel_threshold": "Value of the instance-selection kernel at distance delta_v (0-1).",
     "ema_momentum": "Momentum of the teacher, an exponential moving average of the network.",
     "pull_weight": "Weight of the pull term (pixels to their object's mean).",

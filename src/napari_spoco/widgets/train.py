@@ -333,9 +333,10 @@ class TrainSection(QWidget):
         elif self.state.trainer is None:
             self.settings.show_model(None)
         trainer = self.state.trainer
-        self.settings.follow_recipe(
-            fine_tune=trainer is not None or self.state.loaded_checkpoint is not None
-        )
+        start = trainer.config if trainer is not None else None
+        start = start or getattr(self.state.loaded_checkpoint, "config", None)
+        self.settings.follow_recipe(fine_tune=start is not None)
+        self.settings.show_margins(start.loss if start is not None else None)
         if trainer is None and self.state.loaded_checkpoint is None:
             self.status.setText("No model yet: the next training starts a new network.")
         elif trainer is None and builtin is not None:

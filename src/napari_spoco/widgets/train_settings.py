@@ -189,6 +189,17 @@ class TrainSettings(QWidget):
             self.iterations.setValue(default_iterations(fine_tune))
         self._recipe_iterations = default_iterations(fine_tune)
 
+    def show_margins(self, trained: LossConfig | None) -> None:
+        """Show the margins the next training uses: a trained model's own, else the defaults.
+
+        An embedding learned with one pair of margins is read and fine-tuned with the
+        same pair (the command line keeps them too), so choosing a model sets these
+        boxes; a user may still change them afterwards.
+        """
+        trained = trained or LossConfig()
+        self.delta_v.setValue(trained.delta_v)
+        self.delta_d.setValue(trained.delta_d)
+
     def network_size(self) -> str:
         """Size preset of a new network ("medium" while a model file is chosen)."""
         text = self.size_box.currentText()
