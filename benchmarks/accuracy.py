@@ -281,7 +281,7 @@ def spoco_trainer(  # noqa: ANN201
 def _train_spoco(variant: Variant, images, labels, scale, args, seed):  # noqa: ANN001, ANN202
     """Train as the product does; return a work-scale segmenter and the steps run."""
     from napari_spoco.core.config import SegmentConfig
-    from napari_spoco.core.run_network import predict
+    from napari_spoco.core.prediction import predict
     from napari_spoco.core.segmentation import prediction_scale, segment_prediction
 
     iterations = args.iterations if variant.iterations is None else variant.iterations

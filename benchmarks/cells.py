@@ -114,7 +114,7 @@ def score_spoco(trainer, test: list, scale: float, seed: int, methods: list[str]
     from napari_spoco.core.clustering import segment
     from napari_spoco.core.config import SegmentConfig
     from napari_spoco.core.metrics import evaluate
-    from napari_spoco.core.run_network import predict
+    from napari_spoco.core.prediction import predict
     from napari_spoco.core.segmentation import segment_prediction
 
     loss = trainer.config.loss

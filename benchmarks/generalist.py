@@ -74,7 +74,7 @@ def package(run: Path, folder: Path, out: Path | None, results: Path) -> None:
     )
     from napari_spoco.core.image import looks_rgb, rgb_to_grey
     from napari_spoco.core.metrics import average_precision
-    from napari_spoco.core.run_network import predict
+    from napari_spoco.core.prediction import predict
     from napari_spoco.core.segmentation import prediction_scale, segment_prediction
 
     trained = load_checkpoint(run)

@@ -173,9 +173,9 @@ def session(image, truth, test, args, seed: int, arm: str = "oracle") -> list[di
         object_scale_from_annotations,
         simulate_background_scribbles,
     )
+    from napari_spoco.core.prediction import predict
     from napari_spoco.core.pretrained import load_model_source
     from napari_spoco.core.recipe import train_config
-    from napari_spoco.core.run_network import predict
     from napari_spoco.core.segmentation import segment_prediction
     from napari_spoco.core.training import Trainer
 

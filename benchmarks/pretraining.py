@@ -76,7 +76,7 @@ def _config(args: argparse.Namespace, seed: int, iterations: int, *, pretraining
 
 def _run_arm(arm, args, train, annotations, test, seed):  # noqa: ANN001, ANN202
     from napari_spoco.core.metrics import evaluate
-    from napari_spoco.core.run_network import predict
+    from napari_spoco.core.prediction import predict
     from napari_spoco.core.segmentation import segment_prediction
     from napari_spoco.core.training import Trainer
 

@@ -15,7 +15,7 @@ ratios are not:
   ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads that spin while they wait make a
   2-thread step many times slower whenever another process wants the CPU.
 * ``predict``: megapixels (2D, 2048²) and megavoxels (3D, 64 x 256²) per second
-  of ``core.run_network.predict`` (normalise, tile, run the network), untrained
+  of ``core.prediction.predict`` (normalise, tile, run the network), untrained
   weights (speed does not depend on them).
 * ``cluster``: seconds per megapixel of every ``core.clustering`` method on
   1024² synthetic embeddings, one core each, via ``clustering_speed.py``;
@@ -168,7 +168,7 @@ def _predict_case(shape: tuple[int, ...], threads: int, queue) -> None:  # noqa:
 
     from napari_spoco.core.config import model_config_for
     from napari_spoco.core.model import build_model
-    from napari_spoco.core.run_network import predict
+    from napari_spoco.core.prediction import predict
 
     torch.set_num_threads(threads)
     dims = len(shape)
@@ -201,8 +201,8 @@ def _uncertainty_case(repeat: int, threads: int, queue) -> None:  # noqa: ANN001
     import torch
 
     from napari_spoco.core.checkpoint import network_from_checkpoint
+    from napari_spoco.core.prediction import predict
     from napari_spoco.core.pretrained import load_model_source
-    from napari_spoco.core.run_network import predict
     from napari_spoco.core.sample_data import load_nuclei_2d
     from napari_spoco.core.segmentation import segment_prediction
     from napari_spoco.core.uncertainty import assess

@@ -13,7 +13,7 @@ from napari_spoco.core.config import LossConfig, ModelConfig, SegmentConfig, Tra
 from napari_spoco.core.io import open_image, prediction_attributes, prediction_to_array
 from napari_spoco.core.metrics import average_precision
 from napari_spoco.core.model import EmbeddingUNet, build_model
-from napari_spoco.core.run_network import Prediction, predict
+from napari_spoco.core.prediction import Prediction, predict
 from napari_spoco.core.segmentation import segment_prediction
 
 

@@ -48,8 +48,8 @@ from .core.io import (
     prediction_to_array,
 )
 from .core.model import EmbeddingUNet
+from .core.prediction import Prediction
 from .core.pretrained import load_model_source
-from .core.run_network import Prediction
 from .core.segmentation import segment_prediction
 from .core.stitching import block_lookup_tables, global_offsets, match_labels, merge_labels
 
@@ -164,7 +164,7 @@ def predict_blockwise(
     loss, object_scale : optional
         Override the checkpoint's margins and training scale.
     device, tile_shape : optional
-        Passed to :func:`napari_spoco.core.run_network.predict_embeddings`;
+        Passed to :func:`napari_spoco.core.prediction.predict_embeddings`;
         ``device=None`` runs where the network is (the CPU for a model file).
     n_threads, scheduler, progress : optional
         Threaded workers, a dask.distributed scheduler, ``progress(done, total)``.
@@ -302,9 +302,9 @@ def _predict_region(
     spec: _Model, image: NDArray, bounds: tuple[NDArray, NDArray], device: str | None,
     tile_shape: Sequence[int] | None,
 ) -> Prediction:  # fmt: skip
-    """Predict like ``core.run_network.predict``, with the whole image's percentiles."""
+    """Predict like ``core.prediction.predict``, with the whole image's percentiles."""
     from .core.image import normalize_percentile
-    from .core.run_network import embed_at_scale
+    from .core.prediction import embed_at_scale
 
     prepared = normalize_percentile(image, bounds=bounds)
     with _INFERENCE_LOCK:

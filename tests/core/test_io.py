@@ -18,7 +18,7 @@ from napari_spoco.core.io import (
     write_prediction,
     write_tiff,
 )
-from napari_spoco.core.run_network import Prediction
+from napari_spoco.core.prediction import Prediction
 
 
 def test_expand_paths_lists_folders_sorted_and_keeps_zarr_folders_whole(tmp_path):

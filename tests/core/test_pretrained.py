@@ -10,13 +10,13 @@ from napari_spoco.core.annotation import keep_fraction_of_objects, median_object
 from napari_spoco.core.config import TrainConfig
 from napari_spoco.core.metrics import average_precision
 from napari_spoco.core.model import build_model
+from napari_spoco.core.prediction import predict
 from napari_spoco.core.pretrained import (
     BUILTIN_MODELS,
     builtin_model_path,
     default_start_model,
     load_model_source,
 )
-from napari_spoco.core.run_network import predict
 from napari_spoco.core.sample_data import load_nuclei_2d
 from napari_spoco.core.segmentation import (
     estimate_object_diameter,

@@ -4,7 +4,7 @@ import torch
 
 from napari_spoco.core.config import LossConfig, ModelConfig, SegmentConfig
 from napari_spoco.core.model import build_model
-from napari_spoco.core.run_network import Prediction, predict
+from napari_spoco.core.prediction import Prediction, predict
 from napari_spoco.core.segmentation import segment_prediction, split_at_cores
 
 

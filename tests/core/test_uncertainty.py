@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_spoco.core.run_network import Prediction
+from napari_spoco.core.prediction import Prediction
 from napari_spoco.core.uncertainty import assess, painted_object_area
 
 

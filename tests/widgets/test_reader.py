@@ -3,7 +3,7 @@
 import numpy as np
 
 from napari_spoco.core.io import write_prediction
-from napari_spoco.core.run_network import Prediction
+from napari_spoco.core.prediction import Prediction
 from napari_spoco.core.sample_data import load_nuclei_2d
 
 

@@ -131,7 +131,7 @@ def _predict_whole(args, checkpoint, networks, image, out, name, config, channel
     """
     from ..core.config import REFERENCE_DIAMETER
     from ..core.io import write_prediction, write_tiff
-    from ..core.run_network import predict as predict_image
+    from ..core.prediction import predict as predict_image
     from ..core.segmentation import prediction_scale, segment_prediction
 
     network, teacher = networks

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .config import SegmentConfig
-from .run_network import Prediction, predict
+from .prediction import Prediction, predict
 from .segmentation import segment_prediction
 from .training import Trainer, TrainRecord, TrainResult
 from .visualize import embeddings_to_rgb

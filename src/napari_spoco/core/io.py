@@ -30,7 +30,7 @@ import tifffile
 from numpy.typing import ArrayLike, NDArray
 
 from .outputs import MARKER_KEY, atomic_output, is_zarr_folder
-from .run_network import Prediction
+from .prediction import Prediction
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -1,6 +1,6 @@
 """From the network's output to instances, and the object size to predict at.
 
-:func:`segment_prediction` turns a :class:`~napari_spoco.core.run_network.Prediction`
+:func:`segment_prediction` turns a :class:`~napari_spoco.core.prediction.Prediction`
 into an instance label image as a :class:`~napari_spoco.core.config.SegmentConfig`
 says; :func:`prediction_scale` decides the resize factor the network runs at. The
 napari widgets, the command line and the block-wise big-data path all call these,
@@ -24,7 +24,7 @@ from .config import (
     object_scale_for_diameter,
 )
 from .model import EmbeddingUNet
-from .run_network import Prediction, predict
+from .prediction import Prediction, predict
 
 __all__ = [
     "estimate_object_diameter",

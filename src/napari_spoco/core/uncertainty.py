@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from .clustering import foreground_probability
 from .config import REFERENCE_DIAMETER
-from .run_network import Prediction
+from .prediction import Prediction
 
 __all__ = [
     "REASONS",

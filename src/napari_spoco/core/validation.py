@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike
 from .config import LossConfig, SegmentConfig
 from .metrics import average_precision
 from .model import EmbeddingUNet
-from .run_network import predict
+from .prediction import predict
 from .segmentation import segment_prediction
 
 __all__ = ["ValidationSet", "validation_scores"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.image import check_image_values
-from ..core.run_network import Prediction, predict
+from ..core.prediction import Prediction, predict
 from ..core.segmentation import prediction_scale, segment_prediction
 from ..core.uncertainty import assess, painted_object_area
 from ..core.visualize import embeddings_to_rgb

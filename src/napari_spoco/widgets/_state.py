@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import napari
 
     from ..core.checkpoint import Checkpoint
-    from ..core.run_network import Prediction
+    from ..core.prediction import Prediction
     from ..core.training import Trainer
     from ..core.uncertainty import Doubt
 

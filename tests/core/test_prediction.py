@@ -5,7 +5,7 @@ from scipy import ndimage
 
 from napari_spoco.core.config import ModelConfig
 from napari_spoco.core.model import build_model
-from napari_spoco.core.run_network import (
+from napari_spoco.core.prediction import (
     _axis_windows,
     _tile_starts,
     predict_embeddings,
