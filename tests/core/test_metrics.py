@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from skimage.metrics import adapted_rand_error as skimage_arand
 
-from napari_spoco.core import metrics
+from napari_spoco.core import contingency
+from napari_spoco.core.contingency import overlap_table
 from napari_spoco.core.metrics import (
     MAP_THRESHOLDS,
     absolute_difference_in_count,
@@ -162,7 +163,7 @@ def test_sorting_fallback_matches_dense_tables(monkeypatch):
     gt = np.kron(rng.integers(0, 30, (12, 12)), np.ones((4, 4), int))
     pred = np.roll(gt, 2, axis=1) * 3 + (rng.random(gt.shape) < 0.1)
     expected = evaluate(gt, pred)
-    monkeypatch.setattr(metrics, "_DENSE_LIMIT", 1)
+    monkeypatch.setattr(contingency, "_DENSE_LIMIT", 1)
     assert evaluate(gt, pred) == pytest.approx(expected)
     shifted = gt.astype(np.uint64) + np.uint64(2**40) * (gt > 0).astype(np.uint64)
     assert evaluate(shifted, pred) == pytest.approx(expected)
@@ -278,7 +279,7 @@ huge_label_images = hnp.arrays(
 @settings(max_examples=60, deadline=None)
 @given(huge_label_images, huge_label_images)
 def test_contingency_table_counts_every_pixel_pair(gt, pred):
-    overlap = metrics._overlap(gt, pred)
+    overlap = overlap_table(gt, pred)
     gt_ids, pred_ids = np.unique(gt), np.unique(pred)
     gt_ids, pred_ids = gt_ids[gt_ids != 0], pred_ids[pred_ids != 0]
     assert (overlap.n_gt, overlap.n_pred) == (gt_ids.size, pred_ids.size)
@@ -295,7 +296,7 @@ def test_contingency_table_counts_every_pixel_pair(gt, pred):
 @settings(max_examples=60, deadline=None)
 @given(label_images, label_images, st.floats(0.5, 0.99))
 def test_matches_above_half_iou_are_unique(gt, pred, threshold):
-    gt_index, pred_index, iou = metrics._overlap(gt, pred).object_pairs()
+    gt_index, pred_index, iou = overlap_table(gt, pred).object_pairs()
     hit = iou > threshold
     assert len(np.unique(gt_index[hit])) == len(np.unique(pred_index[hit])) == hit.sum()
 

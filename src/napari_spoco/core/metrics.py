@@ -7,8 +7,7 @@ the dtype's maximum (uint64 included). Objects are defined by id, not by
 connectivity. Definitions: ``docs/segmentation.md``, section "Metrics".
 
 All overlaps come from one contingency table (pixel counts per pair of gt and
-pred ids), built with vectorised numpy by :func:`_overlap`; :func:`evaluate`
-builds it once for all metrics.
+pred ids, :mod:`.contingency`); :func:`evaluate` builds it once for all metrics.
 
 Empty images never crash and never divide by zero. The conventions are:
 
@@ -28,12 +27,10 @@ ignores gt background and treats pred background as one more segment; see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import sparse
-from scipy.sparse.csgraph import maximum_bipartite_matching
+
+from .contingency import Overlap, Pairs, check_labels, overlap_table, true_positives
 
 __all__ = [
     "MAP_THRESHOLDS",
@@ -52,110 +49,6 @@ __all__ = [
 MAP_THRESHOLDS: NDArray[np.float64] = np.round(np.arange(0.5, 1.0, 0.05), 2)
 MAP_THRESHOLDS.setflags(write=False)
 
-# Ids are renumbered with a lookup table, and the contingency table is counted
-# in a dense array, while these arrays have at most this many entries (or as
-# many as there are runs of pixels, if more); beyond, both fall back to sorting.
-_DENSE_LIMIT = 1 << 20
-
-# Overlapping (gt, pred) object pairs, 0-based indices, and their IoU.
-_Pairs = tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]
-
-
-@dataclass(frozen=True)
-class _Overlap:
-    """Sparse contingency table of two label images.
-
-    Objects are renumbered 1..n_gt and 1..n_pred (in order of their ids); index 0
-    is background. Entry k says that ``counts[k]`` pixels have gt index ``gt[k]``
-    and pred index ``pred[k]``; only non-zero counts are stored.
-    """
-
-    n_gt: int
-    n_pred: int
-    gt: NDArray[np.intp]
-    pred: NDArray[np.intp]
-    counts: NDArray[np.int64]
-
-    def sizes(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """Pixel counts per gt index (n_gt + 1,) and per pred index (n_pred + 1,)."""
-        gt_sizes = np.bincount(self.gt, self.counts, self.n_gt + 1).astype(np.int64)
-        pred_sizes = np.bincount(self.pred, self.counts, self.n_pred + 1).astype(np.int64)
-        return gt_sizes, pred_sizes
-
-    def object_pairs(self) -> _Pairs:
-        """Overlapping (gt, pred) object pairs, 0-based, with their IoU."""
-        gt_sizes, pred_sizes = self.sizes()
-        both = (self.gt > 0) & (self.pred > 0)
-        gt, pred, inter = self.gt[both], self.pred[both], self.counts[both]
-        iou = inter / (gt_sizes[gt] + pred_sizes[pred] - inter)
-        return gt - 1, pred - 1, iou
-
-
-def _validate(gt: ArrayLike, pred: ArrayLike) -> tuple[NDArray, NDArray]:
-    """Return ``gt`` and ``pred`` as arrays after checking shape, dtype and range."""
-    arrays = {"gt": np.asarray(gt), "pred": np.asarray(pred)}
-    for name, labels in arrays.items():
-        if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
-            raise TypeError(
-                f"{name} must be an integer label image, got dtype {labels.dtype}"
-                " (cast float labels with .astype(int) if they hold whole numbers)"
-            )
-        if labels.ndim not in (2, 3):
-            raise ValueError(
-                f"{name} must be a 2D (Y, X) or 3D (Z, Y, X) label image, got shape {labels.shape}"
-            )
-        if np.issubdtype(labels.dtype, np.signedinteger) and labels.size and labels.min() < 0:
-            raise ValueError(f"{name} label ids must be >= 0, got minimum {labels.min()}")
-    if arrays["gt"].shape != arrays["pred"].shape:
-        raise ValueError(
-            "gt and pred must have the same shape, "
-            f"got gt {arrays['gt'].shape} and pred {arrays['pred'].shape}"
-        )
-    return arrays["gt"], arrays["pred"]
-
-
-def _renumber(ids: NDArray) -> tuple[NDArray[np.intp], int]:
-    """Map id 0 to 0 and the other ids, in increasing order, to 1..n; return (indices, n)."""
-    top = int(ids.max()) if ids.size else 0
-    if top <= max(_DENSE_LIMIT, ids.size):  # lookup table over the id range, no sort
-        ids = ids.astype(np.intp, copy=False)
-        present = np.zeros(top + 1, dtype=bool)
-        present[ids] = True
-        present[0] = False
-        lookup = np.cumsum(present, dtype=np.intp)
-        return lookup[ids], int(lookup[-1])
-    unique, inverse = np.unique(ids, return_inverse=True)
-    inverse = inverse.astype(np.intp, copy=False).reshape(-1)
-    if unique[0] == 0:
-        return inverse, unique.size - 1
-    return inverse + 1, unique.size
-
-
-def _overlap(gt: NDArray, pred: NDArray) -> _Overlap:
-    """Contingency table of two validated label images of equal shape."""
-    gt, pred = gt.reshape(-1), pred.reshape(-1)
-    # Compress both images into runs of pixels whose (gt, pred) pair is constant
-    # along the flattened last axis: label images have few runs, so the sorting
-    # below works on far fewer elements than there are pixels.
-    change = np.ones(gt.size, dtype=bool)
-    np.not_equal(gt[1:], gt[:-1], out=change[1:])
-    change[1:] |= pred[1:] != pred[:-1]
-    starts = np.flatnonzero(change)
-    lengths = np.diff(starts, append=gt.size)
-    gt_index, n_gt = _renumber(gt[starts])
-    pred_index, n_pred = _renumber(pred[starts])
-    width = n_pred + 1
-    cells = (n_gt + 1) * width
-    key = gt_index * width + pred_index
-    if cells <= max(_DENSE_LIMIT, key.size):
-        table = np.bincount(key, weights=lengths, minlength=cells)
-        key = np.flatnonzero(table)
-        counts = table[key]
-    else:
-        key, inverse = np.unique(key, return_inverse=True)
-        counts = np.bincount(inverse.reshape(-1), weights=lengths, minlength=key.size)
-    return _Overlap(n_gt, n_pred, key // width, key % width, counts.astype(np.int64))
-
 
 def _check_threshold(threshold: float) -> float:
     threshold = float(threshold)
@@ -164,28 +57,12 @@ def _check_threshold(threshold: float) -> float:
     return threshold
 
 
-def _true_positives(overlap: _Overlap, iou_pairs: _Pairs, threshold: float) -> int:
-    """Size of the largest one-to-one matching of objects with IoU > ``threshold``."""
-    gt, pred, iou = iou_pairs
-    hit = iou > threshold
-    if threshold >= 0.5 or not hit.any():
-        # IoU(A, B) > 1/2 means |A ∩ B| > |A ∪ B| / 2 >= |B| / 2: more than half of
-        # B lies in A. Disjoint objects cannot both hold more than half of B (and
-        # vice versa), so every object has at most one such partner.
-        return int(np.count_nonzero(hit))
-    graph = sparse.csr_array(
-        (np.ones(np.count_nonzero(hit), np.int8), (gt[hit], pred[hit])),
-        shape=(overlap.n_gt, overlap.n_pred),
-    )
-    return int(np.count_nonzero(maximum_bipartite_matching(graph, perm_type="column") >= 0))
-
-
 def _ratio(numerator: float, denominator: float) -> float:
     """``numerator / denominator``, with 0/0 = 1 (nothing to find, nothing found)."""
     return 1.0 if denominator == 0 else float(numerator) / float(denominator)
 
 
-def _sbd(overlap: _Overlap) -> float:
+def _sbd(overlap: Overlap) -> float:
     if overlap.n_gt == 0 or overlap.n_pred == 0:
         return float(overlap.n_gt == overlap.n_pred)
     gt_sizes, pred_sizes = overlap.sizes()
@@ -198,22 +75,22 @@ def _sbd(overlap: _Overlap) -> float:
     return float(min(best_for_gt[1:].mean(), best_for_pred[1:].mean()))
 
 
-def _ap(overlap: _Overlap, iou_pairs: _Pairs, threshold: float) -> float:
-    tp = _true_positives(overlap, iou_pairs, threshold)
+def _ap(overlap: Overlap, iou_pairs: Pairs, threshold: float) -> float:
+    tp = true_positives(overlap, iou_pairs, threshold)
     return _ratio(tp, overlap.n_gt + overlap.n_pred - tp)
 
 
 def _precision_recall_f1(
-    overlap: _Overlap, iou_pairs: _Pairs, threshold: float
+    overlap: Overlap, iou_pairs: Pairs, threshold: float
 ) -> tuple[float, float, float]:
     n_gt, n_pred = overlap.n_gt, overlap.n_pred
     if (n_gt == 0) != (n_pred == 0):
         return 0.0, 0.0, 0.0
-    tp = _true_positives(overlap, iou_pairs, threshold)
+    tp = true_positives(overlap, iou_pairs, threshold)
     return _ratio(tp, n_pred), _ratio(tp, n_gt), _ratio(2 * tp, n_gt + n_pred)
 
 
-def _arand(overlap: _Overlap) -> float:
+def _arand(overlap: Overlap) -> float:
     in_gt = overlap.gt > 0  # skimage ignores gt background, keeps pred background
     counts = overlap.counts[in_gt].astype(np.float64)
     n = counts.sum()
@@ -261,7 +138,7 @@ def symmetric_best_dice(gt: ArrayLike, pred: ArrayLike) -> float:
     >>> symmetric_best_dice(gt, np.array([[7, 7, 7, 0]] * 2))
     0.8
     """
-    return _sbd(_overlap(*_validate(gt, pred)))
+    return _sbd(overlap_table(*check_labels(gt, pred)))
 
 
 def difference_in_count(gt: ArrayLike, pred: ArrayLike) -> int:
@@ -287,7 +164,7 @@ def difference_in_count(gt: ArrayLike, pred: ArrayLike) -> int:
     >>> difference_in_count(np.array([[1, 2, 0]] * 2), np.array([[5, 0, 0]] * 2))
     -1
     """
-    overlap = _overlap(*_validate(gt, pred))
+    overlap = overlap_table(*check_labels(gt, pred))
     return overlap.n_pred - overlap.n_gt
 
 
@@ -337,7 +214,7 @@ def average_precision(gt: ArrayLike, pred: ArrayLike, *, threshold: float = 0.5)
     0.5
     """
     threshold = _check_threshold(threshold)
-    overlap = _overlap(*_validate(gt, pred))
+    overlap = overlap_table(*check_labels(gt, pred))
     return _ap(overlap, overlap.object_pairs(), threshold)
 
 
@@ -373,7 +250,7 @@ def mean_average_precision(
     if values.size == 0:
         raise ValueError("expected at least one IoU threshold, got none")
     checked = [_check_threshold(t) for t in values]
-    overlap = _overlap(*_validate(gt, pred))
+    overlap = overlap_table(*check_labels(gt, pred))
     pairs = overlap.object_pairs()
     return float(np.mean([_ap(overlap, pairs, t) for t in checked]))
 
@@ -415,7 +292,7 @@ def adapted_rand_error(gt: ArrayLike, pred: ArrayLike) -> float:
     >>> adapted_rand_error(gt, gt + 10)
     0.0
     """
-    return _arand(_overlap(*_validate(gt, pred)))
+    return _arand(overlap_table(*check_labels(gt, pred)))
 
 
 def precision_recall_f1(
@@ -451,7 +328,7 @@ def precision_recall_f1(
     (1.0, 0.5, 0.6666666666666666)
     """
     threshold = _check_threshold(threshold)
-    overlap = _overlap(*_validate(gt, pred))
+    overlap = overlap_table(*check_labels(gt, pred))
     return _precision_recall_f1(overlap, overlap.object_pairs(), threshold)
 
 
@@ -482,7 +359,7 @@ def evaluate(gt: ArrayLike, pred: ArrayLike) -> dict[str, float]:
     >>> evaluate(gt, gt)["map"]
     1.0
     """
-    overlap = _overlap(*_validate(gt, pred))
+    overlap = overlap_table(*check_labels(gt, pred))
     pairs = overlap.object_pairs()
     dic = overlap.n_pred - overlap.n_gt
     precision, recall, f1 = _precision_recall_f1(overlap, pairs, 0.5)
