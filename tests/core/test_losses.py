@@ -7,10 +7,9 @@ import math
 import pytest
 import torch
 
-from napari_spoco.core import losses
+from napari_spoco.core import loss_terms
 from napari_spoco.core.config import LossConfig
-from napari_spoco.core.losses import (
-    SPOCO_TERMS,
+from napari_spoco.core.loss_terms import (
     compute_consistency_term,
     compute_instance_term,
     compute_object_means,
@@ -18,8 +17,8 @@ from napari_spoco.core.losses import (
     compute_push_term,
     compute_regularizer_term,
     compute_unlabeled_push_term,
-    spoco_loss,
 )
+from napari_spoco.core.losses import SPOCO_TERMS, spoco_loss
 
 DELTA_V, DELTA_D, T = 0.5, 2.0, 0.9
 KERNEL = {"delta_v": DELTA_V, "kernel_threshold": T}
@@ -182,7 +181,7 @@ def test_instance_uses_mean_as_anchor_when_no_pixel_is_near_it():
 
 
 def test_instance_kernel_equals_threshold_at_delta_v():
-    soft = losses._soft_masks(
+    soft = loss_terms._soft_masks(
         flat([[0, 0], [DELTA_V, 0]]), torch.zeros(1, 2, dtype=torch.float64), DELTA_V, T
     )
     assert soft[0].tolist() == pytest.approx([1.0, T])
@@ -277,13 +276,13 @@ def test_consistency_skipped_when_unlabeled_set_is_tiny():
 
 def test_consistency_dice_is_vectorised_over_anchors(monkeypatch):
     calls = []
-    original = losses._dice_loss
+    original = loss_terms._dice_loss
 
     def spy(prediction, target):
         calls.append(tuple(prediction.shape))
         return original(prediction, target)
 
-    monkeypatch.setattr(losses, "_dice_loss", spy)
+    monkeypatch.setattr(loss_terms, "_dice_loss", spy)
     student, _, unlabeled = _toy_flat()
     teacher = student.clone()  # three separate clusters in both views -> three anchors
     compute_consistency_term(student, teacher, unlabeled, **CONSISTENCY, generator=gen())
@@ -491,6 +490,6 @@ def test_consistency_anchors_drawn_in_blocks_equal_drawing_one_at_a_time(seed, s
     candidates = torch.rand(400, generator=g) < 0.7
     views = (student, teacher)
     expected = _anchors_one_at_a_time(views, candidates, DELTA_V, stop, seed)
-    got = losses._consistency_anchors(views, candidates, DELTA_V, stop, gen(seed))
+    got = loss_terms._consistency_anchors(views, candidates, DELTA_V, stop, gen(seed))
     assert got.tolist() == expected
     assert 1 <= len(expected) <= stop[0]

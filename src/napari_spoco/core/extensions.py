@@ -33,14 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import EXTENSION_TERMS, LossConfig
-from .losses import (
-    _check_batch,
-    _norm,
-    _object_masks,
-    _sq_distances,
-    _uniform,
-    compute_object_means,
-)
+from .loss_terms import _norm, _object_masks, _sq_distances, _uniform, compute_object_means
+from .losses import _check_batch
 
 __all__ = [
     "EXTENSION_TERMS",
