@@ -53,13 +53,12 @@ SCORES = ("sbd", "ap50", "map", "abs_dic", "arand")
 
 def _config(args: argparse.Namespace, seed: int, iterations: int, *, pretraining: bool):
     from napari_spoco.core.config import (
-        MODEL_PRESETS,
         LossConfig,
         ModelConfig,
         TrainConfig,
         object_scale_for_diameter,
     )
-    from napari_spoco.core.recipe import pretraining_loss
+    from napari_spoco.core.recipe import MODEL_PRESETS, pretraining_loss
 
     loss = pretraining_loss() if pretraining else LossConfig()
     return TrainConfig(

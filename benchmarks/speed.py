@@ -166,9 +166,9 @@ def _predict_case(shape: tuple[int, ...], threads: int, queue) -> None:  # noqa:
     import numpy as np
     import torch
 
-    from napari_spoco.core.config import model_config_for
     from napari_spoco.core.model import build_model
     from napari_spoco.core.prediction import predict
+    from napari_spoco.core.recipe import model_config_for
 
     torch.set_num_threads(threads)
     dims = len(shape)

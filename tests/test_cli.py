@@ -11,7 +11,7 @@ from skimage.io import imread
 
 from napari_spoco.cli import main
 from napari_spoco.core.checkpoint import load_checkpoint
-from napari_spoco.core.config import MODEL_PRESETS
+from napari_spoco.core.recipe import MODEL_PRESETS
 
 
 def test_headless_demo_runs_the_panel_and_writes_screenshot_and_instances(tmp_path):

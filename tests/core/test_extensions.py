@@ -15,7 +15,7 @@ from napari_spoco.core.extensions import (
 )
 from napari_spoco.core.model import build_model
 from napari_spoco.core.recipe import pretraining_loss
-from napari_spoco.core.training import Trainer, is_consistency_only
+from napari_spoco.core.training import Trainer
 
 TINY = ModelConfig(depth=2, base_features=8)
 ALL_ON = LossConfig(triplet_weight=1.0, dispersive_weight=1.0, dispersive_on="both")
@@ -214,9 +214,9 @@ def test_a_training_step_trains_the_student_only():
 
 
 def test_pretraining_switches_the_extensions_off():
-    assert not is_consistency_only(ALL_ON)
+    assert not ALL_ON.consistency_only
     off = pretraining_loss(ALL_ON)
-    assert off.triplet_weight == 0 and off.dispersive_weight == 0 and is_consistency_only(off)
+    assert off.triplet_weight == 0 and off.dispersive_weight == 0 and off.consistency_only
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from napari_spoco.core.checkpoint import Checkpoint
-from napari_spoco.core.config import REFERENCE_DIAMETER, TrainConfig, model_config_for
+from napari_spoco.core.config import REFERENCE_DIAMETER, TrainConfig
 from napari_spoco.core.recipe import (
     FINE_TUNE_ITERATIONS,
     NEW_NETWORK_ITERATIONS,
+    model_config_for,
     train_config,
 )
 

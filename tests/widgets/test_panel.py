@@ -171,7 +171,8 @@ def test_large_images_are_segmented_block_wise_and_shown_lazily(
 
     from napari_spoco import bigdata
     from napari_spoco.core.checkpoint import save_checkpoint
-    from napari_spoco.core.config import TrainConfig, model_config_for
+    from napari_spoco.core.config import TrainConfig
+    from napari_spoco.core.recipe import model_config_for
     from napari_spoco.core.training import Trainer
 
     model = model_config_for(2, 1, size="small")

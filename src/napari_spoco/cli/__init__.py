@@ -203,6 +203,8 @@ def _add_images(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_training(parser: argparse.ArgumentParser) -> None:
+    from ..core.recipe import MODEL_PRESETS
+
     parser.add_argument("--out", required=True, help="model file to write (.pt)")
     parser.add_argument(
         "--iterations", type=int,
@@ -242,7 +244,7 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
         "measure 24 px (default: the median diameter of the annotated objects)",
     )  # fmt: skip
     parser.add_argument(
-        "--size", choices=("small", "medium", "large"),
+        "--size", choices=tuple(MODEL_PRESETS),
         help="train a new network of this size preset (default: medium, when no built-in "
         "model fits the images)",
     )  # fmt: skip

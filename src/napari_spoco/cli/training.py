@@ -34,7 +34,8 @@ class Stopped(Exception):
 def _train(args: argparse.Namespace, *, pretraining: bool) -> None:
     from ..core.checkpoint import load_checkpoint
     from ..core.pretrained import BUILTIN_MODELS, load_model_source
-    from ..core.training import Trainer, training_warnings
+    from ..core.recipe import training_warnings
+    from ..core.training import Trainer
 
     out = Path(args.out)
     images, channel_axis = read_images(args.images, args.channel_axis, grey=args.grey)

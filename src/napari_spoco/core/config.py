@@ -16,16 +16,13 @@ __all__ = [
     "ALL_LOSS_TERMS",
     "EXTENSION_TERMS",
     "HEAD_TERMS",
-    "MODEL_PRESETS",
     "SPOCO_TERMS",
     "REFERENCE_DIAMETER",
     "LossConfig",
     "ModelConfig",
     "SegmentConfig",
     "TrainConfig",
-    "DEFAULT_PATCH_SHAPE",
     "config_from_dict",
-    "model_config_for",
     "object_scale_for_diameter",
 ]
 
@@ -266,6 +263,19 @@ class LossConfig:
             f"dispersive_on must be 'objects', 'bottleneck' or 'both', got {self.dispersive_on!r}",
         )
 
+    @property
+    def projects_bottleneck(self) -> bool:
+        """Whether the triplet acts on the bottleneck, which then needs its projection."""
+        return self.triplet_weight > 0 and self.triplet_on == "bottleneck"
+
+    @property
+    def consistency_only(self) -> bool:
+        """Whether only the consistency term is on: then training needs no annotation."""
+        others = [name for name in ALL_LOSS_TERMS if name != "consistency"]
+        return self.consistency_weight > 0 and not any(
+            getattr(self, f"{name}_weight") for name in others
+        )
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -340,48 +350,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible form, stored in checkpoints."""
         return dataclasses.asdict(self)
-
-
-#: Network sizes offered by the GUI and the CLI (``--size``): depth and width of the U-Net.
-MODEL_PRESETS: dict[str, dict[str, int]] = {
-    "small": {"depth": 3, "base_features": 16},
-    "medium": {"depth": 4, "base_features": 16},
-    "large": {"depth": 5, "base_features": 32},
-}
-
-#: Patch shape per number of spatial axes when none is given. On a CPU a 128²
-#: patch costs a quarter of a 256² one, so short interactive runs take 4x the steps.
-DEFAULT_PATCH_SHAPE: dict[int, tuple[int, ...]] = {2: (128, 128), 3: (16, 128, 128)}
-
-
-def model_config_for(
-    spatial_dims: int,
-    in_channels: int,
-    *,
-    size: str = "medium",
-    heads: bool = True,
-    anisotropic_pooling: bool = False,
-) -> ModelConfig:
-    """Build the network config the GUI and the CLI use for new models.
-
-    A size preset from :data:`MODEL_PRESETS`, batch norm in 2D and group norm
-    in 3D (where batches are small), with both heads unless ``heads=False``.
-
-    Examples
-    --------
-    >>> model_config_for(3, 2, size="small").norm
-    'group'
-    """
-    _require(size in MODEL_PRESETS, f"size must be one of {tuple(MODEL_PRESETS)}, got {size!r}")
-    return ModelConfig(
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        norm="group" if spatial_dims == 3 else "batch",
-        anisotropic_pooling=anisotropic_pooling and spatial_dims == 3,
-        foreground_head=heads,
-        distance_head=heads,
-        **MODEL_PRESETS[size],
-    )
 
 
 #: Object diameter (pixels) the default network is sized for: a 4-level U-Net

@@ -1,5 +1,8 @@
 """Training defaults that follow the data and the start: one place for every front end.
 
+:func:`train_config` builds the settings; :func:`training_warnings` names the ones
+that will train poorly on the data at hand.
+
 The panel, the CLI and the demo read these defaults from here, so that the
 same data trains the same way whichever one a user picks. Each value was
 chosen by measurement (docs/benchmarks.md).
@@ -11,26 +14,74 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from numpy.typing import ArrayLike
 
-from .annotation import object_scale_from_annotations, touching_fraction
-from .config import ALL_LOSS_TERMS, DEFAULT_PATCH_SHAPE, LossConfig, TrainConfig, model_config_for
+from .annotation import object_ids, object_scale_from_annotations, touching_fraction
+from .config import ALL_LOSS_TERMS, LossConfig, ModelConfig, TrainConfig
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
 
 __all__ = [
+    "DEFAULT_PATCH_SHAPE",
+    "MODEL_PRESETS",
     "FINE_TUNE_ITERATIONS",
     "FINE_TUNE_LR",
     "NEW_MODEL_LR",
     "NEW_NETWORK_ITERATIONS",
     "default_iterations",
     "default_learning_rate",
+    "model_config_for",
     "TOUCHING_FRACTION",
     "pretraining_loss",
     "ring_width",
     "train_config",
+    "training_warnings",
 ]
+
+#: Network sizes offered by the GUI and the CLI (``--size``): depth and width of the U-Net.
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "small": {"depth": 3, "base_features": 16},
+    "medium": {"depth": 4, "base_features": 16},
+    "large": {"depth": 5, "base_features": 32},
+}
+
+#: Patch shape per number of spatial axes when none is given. On a CPU a 128²
+#: patch costs a quarter of a 256² one, so short interactive runs take 4x the steps.
+DEFAULT_PATCH_SHAPE: dict[int, tuple[int, ...]] = {2: (128, 128), 3: (16, 128, 128)}
+
+
+def model_config_for(
+    spatial_dims: int,
+    in_channels: int,
+    *,
+    size: str = "medium",
+    heads: bool = True,
+    anisotropic_pooling: bool = False,
+) -> ModelConfig:
+    """Build the network config the GUI and the CLI use for new models.
+
+    A size preset from :data:`MODEL_PRESETS`, batch norm in 2D and group norm
+    in 3D (where batches are small), with both heads unless ``heads=False``.
+
+    Examples
+    --------
+    >>> model_config_for(3, 2, size="small").norm
+    'group'
+    """
+    if size not in MODEL_PRESETS:
+        raise ValueError(f"size must be one of {tuple(MODEL_PRESETS)}, got {size!r}")
+    return ModelConfig(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        norm="group" if spatial_dims == 3 else "batch",
+        anisotropic_pooling=anisotropic_pooling and spatial_dims == 3,
+        foreground_head=heads,
+        distance_head=heads,
+        **MODEL_PRESETS[size],
+    )
+
 
 #: Peak learning rate of a new network. At 200 steps, 1e-3 separated objects clearly
 #: better than the paper's 2e-4, which is tuned for ~100k steps.
@@ -175,7 +226,7 @@ def train_config(
         choices = pretraining_loss(choices)
     if dense:
         choices = replace(choices, sparse=False, consistency_weight=0.0)
-    if start is None and choices.triplet_weight > 0 and choices.triplet_on == "bottleneck":
+    if start is None and choices.projects_bottleneck:
         model = replace(model, bottleneck_projection=True)
     return TrainConfig(
         model=model,
@@ -186,3 +237,46 @@ def train_config(
         scale_per_image=dense,
         **settings,
     )
+
+
+def training_warnings(
+    config: TrainConfig,
+    annotations: Sequence[ArrayLike],
+    scales: Sequence[float] | None = None,
+) -> list[str]:
+    """Name the settings that will train poorly on these annotations, one sentence each.
+
+    The panel shows them as notifications and the command line logs them; none
+    stops training, because each can be what the user meant.
+    """
+    warnings = []
+    loss = config.loss
+    if loss.sparse and not loss.consistency_only:
+        count = sum(len(object_ids(a, background_id=loss.background_id)) for a in annotations)
+        if count == 1:
+            warnings.append(
+                "Only one object is annotated: the push term needs two, so this run learns "
+                "from pull, instance and unlabeled push only. Annotate a second object for a "
+                "better model."
+            )
+    if loss.background_id is not None and not any(
+        np.any(np.asarray(a) == loss.background_id) for a in annotations
+    ):
+        warnings.append(
+            f"The background label {loss.background_id} occurs in no annotation: no pixel is "
+            "known to be background."
+        )
+    scales = scales or [config.object_scale] * len(annotations)
+    patch = config.patch_shape[-2:]
+    sizes = [
+        tuple(round(n * scale) for n in np.shape(a)[-2:])
+        for a, scale in zip(annotations, scales, strict=True)
+    ]
+    if sizes and all(any(n < p for n, p in zip(size, patch, strict=True)) for size in sizes):
+        warnings.append(
+            f"The training patch ({' x '.join(map(str, config.patch_shape))}) is larger than "
+            f"every image after resizing (e.g. {' x '.join(map(str, sizes[0]))}): patches are "
+            "padded with mirrored copies, which costs time and teaches nothing. Use a smaller "
+            "patch."
+        )
+    return warnings

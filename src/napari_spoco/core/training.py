@@ -24,7 +24,7 @@ from numpy.typing import ArrayLike
 
 from .augment import photometric_augment
 from .checkpoint import Checkpoint, save_checkpoint
-from .config import ALL_LOSS_TERMS, LossConfig, TrainConfig
+from .config import TrainConfig
 from .device import bfloat16_is_faster_on_cpu, resolve_device
 from .extensions import extension_losses
 from .heads import head_losses
@@ -38,8 +38,6 @@ __all__ = [
     "TrainRecord",
     "TrainResult",
     "Trainer",
-    "is_consistency_only",
-    "training_warnings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -193,7 +191,7 @@ class Trainer:
                 )
             prepared.append(rescale_spatial(image, scale, order=1, channel_first=True))
             labels.append(rescale_spatial(annotation, scale, order=0, channel_first=False))
-        if not any(np.any(label) for label in labels) and not is_consistency_only(self.config.loss):
+        if not any(np.any(label) for label in labels) and not self.config.loss.consistency_only:
             raise ValueError("nothing is annotated: paint at least one object (0 = not annotated)")
         self._sampler = PatchSampler(
             prepared,
@@ -349,7 +347,7 @@ class Trainer:
             output, bottleneck = self.model.forward_features(student_view)
             student, heads = split_output(output.float(), model_config, axis=1)
             projection = None
-            if _projects_bottleneck(loss_config):
+            if loss_config.projects_bottleneck:
                 projection = self.model.projection(bottleneck)
         teacher = None
         if loss_config.consistency_weight > 0:
@@ -411,14 +409,9 @@ def _freeze_norm_statistics(model: torch.nn.Module) -> None:
             module.momentum = 0.0
 
 
-def _projects_bottleneck(loss: LossConfig) -> bool:
-    """Whether the triplet term is on and acts on the bottleneck projection."""
-    return loss.triplet_weight > 0 and loss.triplet_on == "bottleneck"
-
-
 def _check_architecture(config: TrainConfig) -> None:
     """Reject loss settings the network cannot serve (checked before any step runs)."""
-    if _projects_bottleneck(config.loss) and not config.model.bottleneck_projection:
+    if config.loss.projects_bottleneck and not config.model.bottleneck_projection:
         raise ValueError(
             "triplet_on='bottleneck' needs a network with bottleneck_projection=True; "
             "start a new network or use triplet_on='embedding'"
@@ -434,54 +427,3 @@ def _to_cpu(value: object) -> object:
     if isinstance(value, list | tuple):
         return type(value)(_to_cpu(v) for v in value)
     return value
-
-
-def is_consistency_only(loss: LossConfig) -> bool:
-    """Whether only the consistency term is on: then training needs no annotation."""
-    names = [n for n in ALL_LOSS_TERMS if n != "consistency"]
-    return loss.consistency_weight > 0 and not any(getattr(loss, f"{n}_weight") for n in names)
-
-
-def training_warnings(
-    config: TrainConfig,
-    annotations: Sequence[ArrayLike],
-    scales: Sequence[float] | None = None,
-) -> list[str]:
-    """Name the settings that will train poorly on these annotations, one sentence each.
-
-    The panel shows them as notifications and the command line logs them; none
-    stops training, because each can be what the user meant.
-    """
-    from .annotation import object_ids
-
-    warnings = []
-    loss = config.loss
-    if loss.sparse and not is_consistency_only(loss):
-        count = sum(len(object_ids(a, background_id=loss.background_id)) for a in annotations)
-        if count == 1:
-            warnings.append(
-                "Only one object is annotated: the push term needs two, so this run learns "
-                "from pull, instance and unlabeled push only. Annotate a second object for a "
-                "better model."
-            )
-    if loss.background_id is not None and not any(
-        np.any(np.asarray(a) == loss.background_id) for a in annotations
-    ):
-        warnings.append(
-            f"The background label {loss.background_id} occurs in no annotation: no pixel is "
-            "known to be background."
-        )
-    scales = scales or [config.object_scale] * len(annotations)
-    patch = config.patch_shape[-2:]
-    sizes = [
-        tuple(round(n * scale) for n in np.shape(a)[-2:])
-        for a, scale in zip(annotations, scales, strict=True)
-    ]
-    if sizes and all(any(n < p for n, p in zip(size, patch, strict=True)) for size in sizes):
-        warnings.append(
-            f"The training patch ({' x '.join(map(str, config.patch_shape))}) is larger than "
-            f"every image after resizing (e.g. {' x '.join(map(str, sizes[0]))}): patches are "
-            "padded with mirrored copies, which costs time and teaches nothing. Use a smaller "
-            "patch."
-        )
-    return warnings

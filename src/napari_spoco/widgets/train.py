@@ -16,7 +16,8 @@ from ..core.config import ModelConfig
 from ..core.image import check_image_size
 from ..core.interactive import Inbox, PreviewRequest, StepReport, train_with_previews
 from ..core.pretrained import BUILTIN_MODELS, load_model_source
-from ..core.training import Trainer, TrainResult, training_warnings
+from ..core.recipe import training_warnings
+from ..core.training import Trainer, TrainResult
 from ._layers import result_layer, show_result
 from ._pacer import Pacer
 from ._run import start_worker

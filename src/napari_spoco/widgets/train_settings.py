@@ -14,16 +14,10 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ..core.checkpoint import Checkpoint
-from ..core.config import (
-    ALL_LOSS_TERMS,
-    DEFAULT_PATCH_SHAPE,
-    MODEL_PRESETS,
-    LossConfig,
-    TrainConfig,
-)
+from ..core.config import ALL_LOSS_TERMS, LossConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.pretrained import BUILTIN_MODELS
-from ..core.recipe import default_iterations, train_config
+from ..core.recipe import DEFAULT_PATCH_SHAPE, MODEL_PRESETS, default_iterations, train_config
 from ._state import TrainingData
 from ._tooltips import TOOLTIPS
 
