@@ -328,7 +328,7 @@ def gui_child(steps: int, out: Path) -> None:
     viewer.window.add_dock_widget(panel, name="SPOCO")
     panel.annotate.image_box.set_layer(viewer.layers["nuclei"])
     annotate_like_a_user(panel, truth, fraction=0.1)
-    panel.train.settings.iterations.setValue(steps)
+    panel.train.settings.iterations.value = steps
     panel.train.settings.segment_when_done.setChecked(True)
     # The panel warms torch up in a worker when it opens; a user paints for longer.
     QThreadPool.globalInstance().waitForDone()

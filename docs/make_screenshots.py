@@ -75,8 +75,8 @@ def main() -> None:
     _shoot(viewer, "annotate")
 
     if args.iterations is not None:
-        panel.train.settings.iterations.setValue(args.iterations)
-    iterations = panel.train.settings.iterations.value()
+        panel.train.settings.iterations.value = args.iterations
+    iterations = panel.train.settings.iterations.value
     panel.train.settings.segment_when_done.setChecked(False)
     _show_only(panel, "2")
     panel.train.start()

@@ -347,6 +347,19 @@ def test_every_clustering_method_and_its_settings_are_offered(capsys):
                 assert f"--{setting.name.replace('_', '-')}" in text
 
 
+def test_segmentation_flags_default_to_the_config_and_zero_means_auto_or_off():
+    """The flags come from the core's list of settings, as the panel's boxes do."""
+    from napari_spoco.cli import _build_parser
+    from napari_spoco.cli.prediction import _segment_config
+    from napari_spoco.core.config import SegmentConfig
+
+    base = ["segment", "--embeddings", "E.zarr", "--out", "o"]
+    assert _segment_config(_build_parser().parse_args(base)) == SegmentConfig()
+    chosen = ["--seed-threshold", "0", "--delta-d", "0", "--min-size", "5"]
+    config = _segment_config(_build_parser().parse_args([*base, *chosen]))
+    assert config.seed_threshold is None and config.delta_d is None and config.min_size == 5
+
+
 def test_consistency_clustering_uses_the_teacher_and_settings_follow_the_method(
     data, tmp_path, capsys
 ):

@@ -68,7 +68,7 @@ def run_demo(
     if device != "auto":
         panel.train.settings.device_box.setCurrentText(device)
     if iterations is not None:  # else the panel's default for its starting model
-        panel.train.settings.iterations.setValue(iterations)
+        panel.train.settings.iterations.value = iterations
     outcome: dict[str, Any] = {}
     loop = QEventLoop()
 
@@ -77,7 +77,7 @@ def run_demo(
         logger.info(
             "training (%s) on %d painted nuclei and background strokes for %d steps",
             panel.train.settings.size_box.currentText(), panel.annotate.object_count(),
-            panel.train.settings.iterations.value(),
+            panel.train.settings.iterations.value,
         )  # fmt: skip
         panel.train.start()
 

@@ -56,7 +56,7 @@ def test_a_single_object_trains_with_a_warning(panel, notifications, qtbot):
     data[100:120, 100:120] = 1
     layer.data = data
     panel.train.settings.segment_when_done.setChecked(False)
-    panel.train.settings.iterations.setValue(2)
+    panel.train.settings.iterations.value = 2
     with qtbot.waitSignal(panel.train.finished, timeout=60_000) as finished:
         panel.train.train_button.click()
     assert finished.args == [True]

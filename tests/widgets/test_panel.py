@@ -27,7 +27,7 @@ def test_panel_from_the_plugins_menu_trains_with_a_preview(make_napari_viewer, p
     annotation, _ = paint(panel)
     assert panel.state.pair_for(viewer.layers[annotation.name]) is not None
     panel.train.settings.segment_when_done.setChecked(False)
-    panel.train.settings.iterations.setValue(3)
+    panel.train.settings.iterations.value = 3
     panel.train.settings.preview_every.setValue(0.1)
     with qtbot.waitSignal(panel.train.finished, timeout=180_000):
         panel.train.train_button.click()
@@ -52,7 +52,7 @@ def test_closing_the_viewer_stops_training(make_napari_viewer, paint, qtbot):
     viewer.add_image(load_nuclei_2d()[0], name="nuclei")
     _, panel = viewer.window.add_plugin_dock_widget("napari-spoco", "SPOCO")
     paint(panel)
-    panel.train.settings.iterations.setValue(100_000)
+    panel.train.settings.iterations.value = 100_000
     panel.train.train_button.click()
     qtbot.waitUntil(lambda: panel.state.trainer.step >= 1, timeout=60_000)
     trainer = panel.state.trainer
@@ -75,7 +75,7 @@ def test_closing_waits_for_our_workers_only(panel, paint, qtbot):
     foreign.start()
     qtbot.waitUntil(lambda: foreign.is_running, timeout=10_000)
     paint(panel)
-    panel.train.settings.iterations.setValue(100_000)
+    panel.train.settings.iterations.value = 100_000
     panel.train.train_button.click()
     qtbot.waitUntil(lambda: panel.state.trainer.step >= 1, timeout=60_000)
     ours = panel.train.worker
@@ -96,7 +96,7 @@ def _annotate(panel, layer_name, labels):
 
 
 def _train_and_segment(panel, qtbot, iterations=3):
-    panel.train.settings.iterations.setValue(iterations)
+    panel.train.settings.iterations.value = iterations
     panel.train.settings.preview_every.setValue(0)
     with qtbot.waitSignal(panel.train.finished, timeout=180_000) as trained:
         panel.train.train_button.click()
@@ -200,12 +200,19 @@ def test_large_images_are_segmented_block_wise_and_shown_lazily(
 
 
 def test_advanced_settings_reach_the_training_config(panel, paint):
+    from napari_spoco.core.config import LossConfig
+
     paint(panel, background=True)
     settings = panel.train.settings
-    settings.weights["triplet_weight"].setValue(0.5)
-    settings.triplet_on.setCurrentText("bottleneck")
-    settings.weights["dispersive_weight"].setValue(0.1)
-    settings.delta_d.setValue(2.5)
+    # Untouched boxes give the config's own defaults, to the last decimal (0.001 included).
+    untouched = settings.build_config(panel.state.training_data()).loss
+    for name in settings.loss_boxes:
+        if name not in ("ring_width", "delta_v", "delta_d"):  # the recipe's / the model's
+            assert getattr(untouched, name) == getattr(LossConfig(), name), name
+    settings.loss_boxes["triplet_weight"].value = 0.5
+    settings.triplet_on.value = "bottleneck"
+    settings.loss_boxes["dispersive_weight"].value = 0.1
+    settings.delta_d.value = 2.5
     settings.patch_size.setValue(96)
     settings.object_diameter.setValue(48)
     data = panel.state.training_data()
@@ -219,7 +226,7 @@ def test_advanced_settings_reach_the_training_config(panel, paint):
     assert config.loss.ring_width == 2
     settings.objects_touch.setCurrentText("yes")
     assert settings.build_config(data).loss.ring_width == 0
-    settings.ring_width.setValue(5)
+    settings.loss_boxes["ring_width"].value = 5
     assert settings.build_config(data).loss.ring_width == 5
 
 
@@ -228,7 +235,8 @@ def test_every_loss_term_has_a_weight_box_and_a_curve(panel):
     from napari_spoco.core.config import ALL_LOSS_TERMS
 
     settings = panel.train.settings
-    assert set(settings.weights) == {f"{term}_weight" for term in ALL_LOSS_TERMS}
+    weights = {name for name in settings.loss_boxes if name.endswith("_weight")}
+    assert weights == {f"{term}_weight" for term in ALL_LOSS_TERMS}
     plot = panel.train.plot
     plot.set_history([
         {"step": step, "loss_total": 1.0, **{f"loss_{t}": 1.0 / step for t in ALL_LOSS_TERMS}}
@@ -249,15 +257,17 @@ def test_every_clustering_method_and_setting_is_offered_and_reaches_the_config(p
     for name, method in CLUSTERING_METHODS.items():
         settings.method.setCurrentText(name)
         shown = [
-            key for key, box in settings.method_settings[name].items() if box.isVisibleTo(settings)
+            key
+            for key, box in settings.method_settings[name].items()
+            if box.native.isVisibleTo(settings)
         ]
         assert shown == [setting.name for setting in method.settings]
         others = [
             b for n, boxes in settings.method_settings.items() if n != name for b in boxes.values()
         ]
-        assert not any(box.isVisibleTo(settings) for box in others)
+        assert not any(box.native.isVisibleTo(settings) for box in others)
         for setting in method.settings:
-            settings.method_settings[name][setting.name].setValue(setting.high)
+            settings.method_settings[name][setting.name].value = setting.high
         config = settings.config()
         assert config.method == name
         assert config.params == {setting.name: setting.high for setting in method.settings}

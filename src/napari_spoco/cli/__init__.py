@@ -264,31 +264,29 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
 
 def _add_extensions(parser: argparse.ArgumentParser) -> None:
     """Add the optional loss terms; unset flags keep the defaults of ``LossConfig``."""
+    from ..core.config import LossConfig
+    from ..core.settings import LOSS_SETTINGS, choices_of
+
     group = parser.add_argument_group("optional loss terms (off by default, see docs/method.md)")
-    group.add_argument(
-        "--triplet-weight", type=float, metavar="W",
-        help="weight of the identity-aware triplet term (default: 0, off)",
-    )  # fmt: skip
+    for name in ("triplet_weight", "dispersive_weight", "dispersive_tau"):
+        group.add_argument(
+            f"--{name.replace('_', '-')}", type=float, metavar="X",
+            help=f"{LOSS_SETTINGS[name].tooltip} (default: {getattr(LossConfig, name)})",
+        )  # fmt: skip
     group.add_argument(
         "--triplet-margin", type=float, metavar="M", help="triplet margin (default: 2 x delta_d)"
     )
     group.add_argument(
-        "--triplet-anchors", type=int, metavar="N", help="anchor pixels per patch (default: 64)"
-    )
+        "--triplet-anchors", type=int, metavar="N",
+        help=f"anchor pixels per patch (default: {LossConfig.triplet_anchors})",
+    )  # fmt: skip
     group.add_argument(
-        "--triplet-on", choices=("embedding", "bottleneck"),
+        "--triplet-on", choices=choices_of(LossConfig, "triplet_on"),
         help="apply the triplet term to the embedding (default) or to a projection of the "
         "deepest encoder features (adds that projection to a new network)",
     )  # fmt: skip
     group.add_argument(
-        "--dispersive-weight", type=float, metavar="W",
-        help="weight of the dispersive regulariser (default: 0, off)",
-    )  # fmt: skip
-    group.add_argument(
-        "--dispersive-tau", type=float, metavar="T", help="dispersive temperature (default: 0.5)"
-    )
-    group.add_argument(
-        "--dispersive-on", choices=("objects", "bottleneck", "both"),
+        "--dispersive-on", choices=choices_of(LossConfig, "dispersive_on"),
         help="spread the annotated objects' mean embeddings (default), the pooled deepest "
         "encoder features, or both",
     )  # fmt: skip
@@ -296,7 +294,10 @@ def _add_extensions(parser: argparse.ArgumentParser) -> None:
 
 def _add_segmentation(parser: argparse.ArgumentParser) -> None:
     from ..core.clustering_methods import CLUSTERING_METHODS, METHODS
+    from ..core.config import FOREGROUND_SOURCES, SegmentConfig
+    from ..core.settings import SEGMENT_SETTINGS
 
+    defaults = SegmentConfig()
     parser.add_argument(
         "--method", default=METHODS[0], choices=METHODS,
         help="clustering method (default: %(default)s; docs/segmentation.md)",
@@ -309,13 +310,19 @@ def _add_segmentation(parser: argparse.ArgumentParser) -> None:
                 help=f"{method.name}: {setting.tooltip} (default: {setting.default})",
             )  # fmt: skip
     parser.add_argument(
-        "--foreground", default="head", choices=("head", "embedding", "none"),
-        help="foreground mask from the model's head, the embedding, or none",
+        "--foreground", default=defaults.foreground, choices=FOREGROUND_SOURCES,
+        help="foreground mask from the model's head, the embedding, or none "
+        "(default: %(default)s)",
     )  # fmt: skip
-    parser.add_argument("--foreground-threshold", type=float, default=0.5, metavar="P")
-    parser.add_argument("--seed-threshold", type=float, default=0.4, metavar="D")
-    parser.add_argument("--delta-d", type=float, metavar="D", help="clustering margin")
-    parser.add_argument("--min-size", type=int, default=16, metavar="PX", help="smallest object")
+    for setting in SEGMENT_SETTINGS.values():
+        default = getattr(defaults, setting.name)
+        special = f"; {setting.low} = {setting.special}" if setting.special else ""
+        parser.add_argument(
+            f"--{setting.name.replace('_', '-')}", type=type(setting.step),
+            default=setting.low if default is None else default,
+            metavar="N" if isinstance(setting.step, int) else "X",
+            help=f"{setting.tooltip} (default: {default or setting.special}{special})",
+        )  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

@@ -258,6 +258,7 @@ def _segment_config(args: argparse.Namespace) -> Any:
     """Build the SegmentConfig of the flags; refuse a setting of another method than --method."""
     from ..core.clustering_methods import CLUSTERING_METHODS
     from ..core.config import SegmentConfig
+    from ..core.settings import SEGMENT_SETTINGS, config_value
 
     params = {}
     for name, method in CLUSTERING_METHODS.items():
@@ -268,10 +269,12 @@ def _segment_config(args: argparse.Namespace) -> Any:
                 raise ValueError(f"{flag} is a setting of --method {name}, not {args.method}")
             if value is not None:
                 params[setting.name] = value
+    chosen = {
+        name: config_value(setting, getattr(args, name))
+        for name, setting in SEGMENT_SETTINGS.items()
+    }
     return SegmentConfig(
-        method=args.method, foreground=args.foreground,
-        foreground_threshold=args.foreground_threshold, delta_d=args.delta_d,
-        seed_threshold=args.seed_threshold, min_size=args.min_size, params=params,
+        method=args.method, foreground=args.foreground, params=params, **chosen
     )  # fmt: skip
 
 

@@ -4,28 +4,17 @@
 the front ends build their choices from it: the panel's Segment settings (a
 box per setting) and the command line's ``--method`` and setting flags. A new
 method is one entry here plus its code in ``core.clustering``. This module
-imports nothing else of the package, so that ``core.config`` can validate a
-method name without importing the clustering code.
+imports nothing else of the package but :mod:`.settings`, so that ``core.config``
+can validate a method name without importing the clustering code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CLUSTERING_METHODS", "METHODS", "ClusteringMethod", "MethodSetting"]
+from .settings import Setting
 
-
-@dataclass(frozen=True)
-class MethodSetting:
-    """A setting of one method: a keyword of ``segment``, with its range and meaning."""
-
-    name: str
-    label: str
-    default: int | float
-    low: int | float
-    high: int | float
-    step: int | float
-    tooltip: str
+__all__ = ["CLUSTERING_METHODS", "METHODS", "ClusteringMethod"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +23,7 @@ class ClusteringMethod:
 
     name: str
     tooltip: str
-    settings: tuple[MethodSetting, ...] = ()
+    settings: tuple[Setting, ...] = ()
     #: Re-clusters a typical image within a second: the panel follows every edit.
     fast: bool = False
     #: Needs the EMA teacher's embeddings of the same image.
@@ -48,7 +37,7 @@ CLUSTERING_METHODS: dict[str, ClusteringMethod] = {
             "mutex_watershed",
             "Mutex watershed on neighbour affinities: fast, every pixel, the default.",
             (
-                MethodSetting(
+                Setting(
                     name="strides",
                     label="Mutex strides",
                     default=2,
@@ -66,7 +55,7 @@ CLUSTERING_METHODS: dict[str, ClusteringMethod] = {
             "HDBSCAN on a sample of the pixels in embedding space, then every pixel to "
             "the nearest cluster.",
             (
-                MethodSetting(
+                Setting(
                     name="min_cluster_size",
                     label="Min cluster size",
                     default=50,
@@ -88,7 +77,7 @@ CLUSTERING_METHODS: dict[str, ClusteringMethod] = {
             "Mean shift that keeps only the clusters the EMA teacher agrees with "
             "(the SPOCO paper's consistency clustering).",
             (
-                MethodSetting(
+                Setting(
                     name="iou_threshold",
                     label="IoU threshold",
                     default=0.6,

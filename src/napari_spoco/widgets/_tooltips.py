@@ -1,7 +1,8 @@
-"""Tooltips of every control, keyed by control (config field names where there is one).
+"""Tooltips of the panel's controls that are not config settings, keyed by control.
 
-Kept in one place so wording stays consistent; a test checks that every
-control of the panel has one.
+Settings of the config classes carry their tooltips in ``core/settings.py``, which
+the command line's help shares. Kept in one place so wording stays consistent; a
+test checks that every control of the panel has one.
 """
 
 TOOLTIPS: dict[str, str] = {
@@ -27,17 +28,11 @@ TOOLTIPS: dict[str, str] = {
     "pairs": "Image/annotation pairs; ticked ones are used when you press Train.",
     # Train
     "model_choice": (
-        "Start a new network (small is fastest on a CPU) or fine-tune a saved model file "
-        "(transfer learning: its learning rate is a tenth of a new network's)."
+        "What training starts from: the built-in nuclei generalist (Segment works with it "
+        "before you paint), a new network (small is fastest on a CPU), or a saved model "
+        "file (transfer learning; fine-tuning uses a tenth of a new network's learning rate)."
     ),
     "device": "Where to train: a CUDA GPU, Apple's MPS, or the CPU.",
-    "iterations": (
-        "Training steps for this run: 150 to fine-tune a model, 1000 for a new network, "
-        "unless you change it. Press Train again to continue from where it stopped."
-    ),
-    "learning_rate": (
-        "Adam learning rate; 'auto' is 1e-3 for a new network and 1e-4 for fine-tuning."
-    ),
     "object_diameter": (
         "Typical object diameter in pixels. Images are resized so objects fit the network "
         "(results are resized back). 'auto' measures your annotated objects."
@@ -46,44 +41,15 @@ TOOLTIPS: dict[str, str] = {
     "segment_when_done": "Segment the whole image as soon as training ends.",
     "patch_size": "Side of the square training patches (Y and X), in pixels after resizing.",
     "patch_depth": "Depth (Z) of the training patches for 3D images.",
-    "batch_size": "Patches per training step.",
-    "delta_v": (
-        "Pull margin: pixels within this distance of their object's mean cost nothing. "
-        "A trained model brings its own."
-    ),
-    "delta_d": (
-        "Push margin: object means are pushed 2 x delta_d apart. A trained model brings its own."
-    ),
-    "kernel_threshold": "Value of the instance-selection kernel at distance delta_v (0-1).",
-    "ema_momentum": "Momentum of the teacher, an exponential moving average of the network.",
-    "pull_weight": "Weight of the pull term (pixels to their object's mean).",
-    "push_weight": "Weight of the push term (object means apart).",
-    "regularizer_weight": "Weight of pulling object means towards the origin (keeps them bounded).",
-    "instance_weight": "Weight of the differentiable single-instance Dice term.",
-    "unlabeled_push_weight": "Weight of pushing unannotated pixels away from annotated objects.",
-    "consistency_weight": "Weight of the student/teacher consistency on unannotated pixels.",
-    "foreground_weight": "Weight of the foreground head (objects vs background).",
-    "distance_weight": "Weight of the inner-distance head (object centres vs borders).",
-    "ring_width": (
-        "Pixels around each annotated object treated as background by the heads. 'auto': "
-        "2, or 0 when objects touch (see 'Objects touch')."
-    ),
     "objects_touch": (
         "Whether your objects touch each other (cells in a sheet, tissue). Then the pixels "
         "next to a painted object may be another object, and are not taught as background. "
         "'auto' decides from your painting: painted objects that share a border."
     ),
-    "seed": "Random seed: the same seed and settings give the same training.",
-    "triplet_weight": (
-        "Weight of the identity-aware triplet term: pushes each object away from the most "
-        "similar other annotated object (0: off; see docs/method.md)."
-    ),
     "triplet_on": (
         "Apply the triplet term to the embedding, or to a projection of the deepest "
         "features (a new network gets that projection)."
     ),
-    "dispersive_weight": "Weight of the dispersive term spreading object means apart (0: off).",
-    "dispersive_tau": "Temperature of the dispersive term: larger spreads over longer distances.",
     "train": "Train (or continue training) on the ticked annotations in the background.",
     "stop": "Stop after the current step; the model keeps what it learned.",
     "reset": "Forget the current network and start the next training from scratch.",
@@ -98,16 +64,6 @@ TOOLTIPS: dict[str, str] = {
         "Where the foreground comes from: the network's foreground head, the embedding "
         "(largest cluster = background) or nowhere."
     ),
-    "foreground_threshold": "Foreground probability above which a pixel belongs to an object.",
-    "merge_margin": (
-        "Clustering margin (delta_d used for clustering): larger merges more, smaller splits "
-        "more. 'auto' is twice the training margin."
-    ),
-    "seed_threshold": (
-        "Inner-distance level of object cores; a cluster with several cores is split "
-        "(0: no splitting)."
-    ),
-    "min_size": "Instances smaller than this many pixels are removed.",
     "raw_embeddings": "Also add the raw embedding channels as a hidden layer.",
     "predict": "Run the network on the whole image (tiled, in the background) and cluster it.",
     "recluster": "Cluster the cached embeddings again with the settings above.",

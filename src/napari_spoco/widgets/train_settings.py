@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -14,10 +16,12 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ..core.checkpoint import Checkpoint
-from ..core.config import ALL_LOSS_TERMS, LossConfig, TrainConfig
+from ..core.config import LossConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.pretrained import BUILTIN_MODELS
 from ..core.recipe import DEFAULT_PATCH_SHAPE, MODEL_PRESETS, default_iterations, train_config
+from ..core.settings import LOSS_SETTINGS, TRAIN_SETTINGS, Setting, choices_of
+from ._forms import choice_box, setting_box, setting_value
 from ._state import TrainingData
 from ._tooltips import TOOLTIPS
 
@@ -28,9 +32,6 @@ FROM_FILE = "fine-tune a model file…"
 
 #: Choices of "Objects touch": decide from the painting, or say so.
 _OBJECTS_TOUCH = {"auto (from the painting)": None, "yes": True, "no": False}
-
-#: A weight box per loss term, from the core's one list of them.
-_WEIGHTS = tuple(f"{term}_weight" for term in ALL_LOSS_TERMS)
 
 
 def _spin(
@@ -51,12 +52,17 @@ def _spin(
     return box
 
 
+def _values(boxes: dict[str, Any], settings: dict[str, Setting]) -> dict[str, Any]:
+    """Each box's value for the config, by setting name (None where a box says "auto")."""
+    return {name: setting_value(box, settings[name]) for name, box in boxes.items()}
+
+
 class TrainSettings(QWidget):
     """Controls of the Train section; :meth:`build_config` turns them into a TrainConfig."""
 
     def __init__(self) -> None:
         super().__init__()
-        defaults = LossConfig()
+        loss, train = LossConfig(), TrainConfig()
         self.controls: dict[str, QWidget] = {}
         self.size_box = QComboBox()
         self.size_box.addItems([model.label for model in BUILTIN_MODELS.values()])
@@ -65,11 +71,26 @@ class TrainSettings(QWidget):
         self.size_box.setCurrentIndex(0)
         self.device_box = QComboBox()
         self.device_box.addItems(available_devices())
+        # Boxes for config fields come from the core's list of settings; the defaults are
+        # the config classes' own, except where the recipe decides (None: "auto").
+        self.train_boxes = {
+            name: setting_box(setting, getattr(train, name))
+            for name, setting in TRAIN_SETTINGS.items()
+        }
+        self.loss_boxes = {
+            name: setting_box(setting, None if name == "ring_width" else getattr(loss, name))
+            for name, setting in LOSS_SETTINGS.items()
+        }
         # Starts on the built-in generalist (the first choice): a fine-tuning run.
         self._recipe_iterations = default_iterations(fine_tune=True)
-        self.iterations = _spin(self._recipe_iterations, 1, 1_000_000, step=50)
-        self.learning_rate = _spin(0, 0, 1, decimals=5, step=1e-4)
-        self.learning_rate.setSpecialValueText("auto")
+        self.iterations = self.train_boxes["iterations"]
+        self.iterations.value = self._recipe_iterations
+        self.delta_v, self.delta_d = self.loss_boxes["delta_v"], self.loss_boxes["delta_d"]
+        self.triplet_on = choice_box(
+            choices_of(LossConfig, "triplet_on"), loss.triplet_on, TOOLTIPS["triplet_on"]
+        )
+        # Not config fields (the diameter is the recipe's input, the previews the panel's),
+        # so plain Qt boxes.
         self.object_diameter = _spin(0, 0, 10_000, decimals=1)
         self.object_diameter.setSpecialValueText("auto")
         self.objects_touch = QComboBox()
@@ -81,8 +102,8 @@ class TrainSettings(QWidget):
         for label, key, widget in (
             ("Network", "model_choice", self.size_box),
             ("Device", "device", self.device_box),
-            ("Iterations", "iterations", self.iterations),
-            ("Learning rate", "learning_rate", self.learning_rate),
+            ("Iterations", "iterations", self.iterations.native),
+            ("Learning rate", "learning_rate", self.train_boxes["learning_rate"].native),
             ("Object diameter", "object_diameter", self.object_diameter),
             ("Objects touch", "objects_touch", self.objects_touch),
             ("Preview every (s)", "preview_every", self.preview_every),
@@ -92,39 +113,19 @@ class TrainSettings(QWidget):
         basic.addRow(self.segment_when_done)
         self.controls["segment_when_done"] = self.segment_when_done
 
+        # The patch is a tuple in the config, shown as a side and a depth.
         self.patch_size = _spin(DEFAULT_PATCH_SHAPE[2][-1], 16, 1024, step=16)
         self.patch_depth = _spin(DEFAULT_PATCH_SHAPE[3][0], 4, 256, step=4)
-        self.batch_size = _spin(4, 1, 64)
-        self.delta_v = _spin(defaults.delta_v, 0.05, 10, decimals=2, step=0.1)
-        self.delta_d = _spin(defaults.delta_d, 0.1, 20, decimals=2, step=0.1)
-        self.kernel_threshold = _spin(defaults.kernel_threshold, 0.01, 0.99, decimals=2, step=0.05)
-        self.ema_momentum = _spin(TrainConfig.ema_momentum, 0, 0.9999, decimals=4, step=0.001)
-        self.ring_width = _spin(-1, -1, 50)
-        self.ring_width.setSpecialValueText("auto")
-        self.seed = _spin(0, 0, 2**31 - 1)
-        self.triplet_on = QComboBox()
-        self.triplet_on.addItems(["embedding", "bottleneck"])
-        self.dispersive_tau = _spin(defaults.dispersive_tau, 0.01, 100, decimals=2, step=0.1)
-        self.weights = {
-            name: _spin(getattr(defaults, name), 0, 100, decimals=3, step=0.1) for name in _WEIGHTS
-        }
         advanced_form = QFormLayout()
         rows = [
             ("Patch size", "patch_size", self.patch_size),
             ("Patch depth (3D)", "patch_depth", self.patch_depth),
-            ("Batch size", "batch_size", self.batch_size),
-            ("delta_v", "delta_v", self.delta_v),
-            ("delta_d", "delta_d", self.delta_d),
-            ("Kernel threshold", "kernel_threshold", self.kernel_threshold),
-            ("EMA momentum", "ema_momentum", self.ema_momentum),
-            ("Ring width", "ring_width", self.ring_width),
-            ("Seed", "seed", self.seed),
-            ("Triplet on", "triplet_on", self.triplet_on),
-            ("Dispersive tau", "dispersive_tau", self.dispersive_tau),
+            ("Triplet on", "triplet_on", self.triplet_on.native),
         ]
+        shown_above = ("iterations", "learning_rate")
+        boxes = {**self.train_boxes, **self.loss_boxes}
         rows += [
-            (name.replace("_weight", "").replace("_", " "), name, w)
-            for name, w in self.weights.items()
+            (box.label, name, box.native) for name, box in boxes.items() if name not in shown_above
         ]
         for label, key, widget in rows:
             advanced_form.addRow(label, widget)
@@ -138,7 +139,8 @@ class TrainSettings(QWidget):
         layout.addLayout(basic)
         layout.addWidget(self.advanced)
         for key, widget in self.controls.items():
-            widget.setToolTip(TOOLTIPS[key])
+            if key in TOOLTIPS:  # the settings' boxes carry theirs from the core
+                widget.setToolTip(TOOLTIPS[key])
 
     def build_config(self, data: TrainingData, start: Checkpoint | None = None) -> TrainConfig:
         """Combine the settings with what the data says, by the core's recipe.
@@ -150,7 +152,8 @@ class TrainSettings(QWidget):
         """
         patch = self.patch_size.value()
         is_3d = data.axes.spatial_dims == 3
-        ring = self.ring_width.value()
+        loss = _values(self.loss_boxes, LOSS_SETTINGS)
+        train = _values(self.train_boxes, TRAIN_SETTINGS)
         return train_config(
             data.annotations,
             spatial_dims=data.axes.spatial_dims,
@@ -160,27 +163,16 @@ class TrainSettings(QWidget):
             object_diameter=self.object_diameter.value() or None,
             background_id=data.background_id,
             objects_touch=_OBJECTS_TOUCH[self.objects_touch.currentText()],
-            ring=ring if ring >= 0 else None,
-            loss={
-                "delta_v": self.delta_v.value(),
-                "delta_d": self.delta_d.value(),
-                "kernel_threshold": self.kernel_threshold.value(),
-                "triplet_on": self.triplet_on.currentText(),
-                "dispersive_tau": self.dispersive_tau.value(),
-                **{name: box.value() for name, box in self.weights.items()},
-            },
-            iterations=self.iterations.value(),
+            ring=loss.pop("ring_width"),
+            loss={**loss, "triplet_on": self.triplet_on.value},
             patch_shape=(self.patch_depth.value(), patch, patch) if is_3d else (patch, patch),
-            batch_size=self.batch_size.value(),
-            learning_rate=self.learning_rate.value() or None,
-            ema_momentum=self.ema_momentum.value(),
-            seed=self.seed.value(),
+            **train,
         )
 
     def follow_recipe(self, *, fine_tune: bool) -> None:
         """Set the iterations to the recipe's for this start, unless the user changed them."""
-        if self.iterations.value() == self._recipe_iterations:
-            self.iterations.setValue(default_iterations(fine_tune))
+        if self.iterations.value == self._recipe_iterations:
+            self.iterations.value = default_iterations(fine_tune)
         self._recipe_iterations = default_iterations(fine_tune)
 
     def show_margins(self, trained: LossConfig | None) -> None:
@@ -191,8 +183,8 @@ class TrainSettings(QWidget):
         boxes; a user may still change them afterwards.
         """
         trained = trained or LossConfig()
-        self.delta_v.setValue(trained.delta_v)
-        self.delta_d.setValue(trained.delta_d)
+        self.delta_v.value = trained.delta_v
+        self.delta_d.value = trained.delta_d
 
     def network_size(self) -> str:
         """Size preset of a new network ("medium" while a model file is chosen)."""
