@@ -98,12 +98,13 @@ class TrainSettings(QWidget):
         self.preview_every = _spin(5, 0, 600, decimals=1)
         self.segment_when_done = QCheckBox("Segment the image when training ends")
         self.segment_when_done.setChecked(True)
+        learning_rate = self.train_boxes["learning_rate"]
         basic = QFormLayout()
         for label, key, widget in (
             ("Network", "model_choice", self.size_box),
             ("Device", "device", self.device_box),
-            ("Iterations", "iterations", self.iterations.native),
-            ("Learning rate", "learning_rate", self.train_boxes["learning_rate"].native),
+            (self.iterations.label, "iterations", self.iterations.native),
+            (learning_rate.label, "learning_rate", learning_rate.native),
             ("Object diameter", "object_diameter", self.object_diameter),
             ("Objects touch", "objects_touch", self.objects_touch),
             ("Preview every (s)", "preview_every", self.preview_every),
