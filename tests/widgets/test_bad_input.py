@@ -145,3 +145,22 @@ def test_model_with_a_different_number_of_channels(panel, notifications, tmp_pat
     layer.data = data
     assert not _press_train(panel, qtbot)
     assert "loaded model reads 3-channel" in _messages(notifications)[-1]
+
+
+def test_a_bioimageio_package_opens_in_the_panel(panel, tmp_path):
+    """The panel loads models through the core's one loader, packages included."""
+    pytest.importorskip("bioimageio.core")
+    from napari_spoco.core.bioimageio import export_bioimageio
+    from napari_spoco.core.checkpoint import Checkpoint
+
+    config = TrainConfig(model=ModelConfig(depth=2, base_features=8), patch_shape=(64, 64))
+    start = Trainer(config, device="cpu").checkpoint()
+    package = export_bioimageio(
+        Checkpoint(config=config, model_state=start.model_state, step=3),
+        tmp_path / "model.zip",
+        test_image=np.random.default_rng(0).random((64, 64), np.float32),
+    )
+    assert panel.files.load_model(package)
+    assert panel.state.loaded_checkpoint.config == config
+    assert panel.state.loaded_checkpoint.step == 3
+    assert panel.train.settings.size_box.currentText() == "model file: model.zip"
