@@ -279,11 +279,7 @@ def spoco_trainer(  # noqa: ANN201
 
 
 def _train_spoco(variant: Variant, images, labels, scale, args, seed):  # noqa: ANN001, ANN202
-    """Train as the product does; return a segmenter, the steps run and its input's scale.
-
-    The segmenter takes work-scale images, or full-resolution ones (scale None) when
-    the model measures each image's object size itself, as the product then does.
-    """
+    """Train as the product does; return a work-scale segmenter and the steps run."""
     from napari_spoco.core.config import SegmentConfig
     from napari_spoco.core.prediction import predict
     from napari_spoco.core.segmentation import prediction_scale, segment_prediction
@@ -300,18 +296,15 @@ def _train_spoco(variant: Variant, images, labels, scale, args, seed):  # noqa: 
     assert np.isclose(trainer.config.object_scale, scale), (trainer.config.object_scale, scale)
     config = trainer.config
     segment_config = SegmentConfig(**variant.segment)
-
-    # Zero-shot, nothing is painted: the generalist as it ships measures every image.
-    measured_by = start.config if variant.zero_shot else config
-
-    def measure_and_segment(image: np.ndarray) -> np.ndarray:
-        network = trainer.model.eval()
-        own = prediction_scale(network, measured_by, image)
-        prediction = predict(network, image, loss=config.loss, object_scale=own)
-        return segment_prediction(prediction, segment_config, seed=seed)
-
     if variant.zero_shot:
-        return measure_and_segment, 0, None
+        network = trainer.model.eval()
+
+        def measure_and_segment(image: np.ndarray) -> np.ndarray:
+            own = prediction_scale(network, start.config, image)
+            prediction = predict(network, image, loss=start.config.loss, object_scale=own)
+            return segment_prediction(prediction, segment_config, seed=seed)
+
+        return measure_and_segment, 0
     trainer.set_data(images, labels)
     began = time.perf_counter()
 
@@ -322,14 +315,11 @@ def _train_spoco(variant: Variant, images, labels, scale, args, seed):  # noqa: 
     trainer.run(callback=stop_on_time)
     steps = trainer.step - (start.step if start else 0)
 
-    if config.scale_per_image:  # fine-tuned from the generalist: it measures each image
-        return measure_and_segment, steps, None
-
     def segment(work_image: np.ndarray) -> np.ndarray:
         prediction = predict(trainer.model, work_image, loss=config.loss)
         return segment_prediction(prediction, segment_config, seed=seed)
 
-    return segment, steps, scale
+    return segment, steps
 
 
 def baseline_segmenter(
@@ -376,13 +366,12 @@ def run_method(name: str, annotation: Annotation, train, test, args) -> dict:  #
     used, labels = annotation.labels(scribbles=variant.scribbles)
     scale, diameter = annotation.scale(), annotation.diameter()
     work_diameter = diameter * scale
-    start, steps, input_scale = time.perf_counter(), 0, scale
-    images = [train[i][0] for i in used]
+    start, steps = time.perf_counter(), 0
     if variant.method == "spoco":
-        segment, steps, input_scale = _train_spoco(
-            variant, images, labels, scale, args, annotation.seed
-        )
+        images = [train[i][0] for i in used]
+        segment, steps = _train_spoco(variant, images, labels, scale, args, annotation.seed)
     else:
+        images = [train[i][0] for i in used]
         segment = baseline_segmenter(
             variant.method, images, labels, scale, work_diameter, args, annotation.seed
         )
@@ -390,11 +379,11 @@ def run_method(name: str, annotation: Annotation, train, test, args) -> dict:  #
     fit_seconds = time.perf_counter() - start
     start, per_image = time.perf_counter(), list(cached or [])
     for image, truth in [] if cached else test:
-        if input_scale is None:  # it picks its own scale, at full resolution
+        if variant.zero_shot:  # it picks its own scale, at full resolution
             instances = segment(image)
         else:
             instances = _baselines.to_full_resolution(
-                segment(_baselines.work_image(image, input_scale)), truth.shape
+                segment(_baselines.work_image(image, scale)), truth.shape
             )
         per_image.append({**evaluate(truth, instances), **_over_truth(truth, instances)})
     if variant.zero_shot:

@@ -153,17 +153,15 @@ def _best_iou(truth: np.ndarray, instances: np.ndarray) -> dict[int, float]:
     return {int(i): iou for i, iou in worst_objects(truth, instances, np.zeros_like(truth), 10**9)}
 
 
-def _score(segment, test, scale: float | None) -> dict:  # noqa: ANN001
-    """Mean scores on ``test``; ``segment`` takes work-scale images, or full ones (scale None)."""
+def _score(segment, test, scale: float) -> dict:  # noqa: ANN001
     from napari_spoco.core.metrics import evaluate
 
-    def instances(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
-        if scale is None:
-            return segment(image)
-        work = segment(_baselines.work_image(image, scale))
-        return _baselines.to_full_resolution(work, truth.shape)
-
-    scores = [evaluate(t, instances(i, t)) for i, t in test]
+    scores = [
+        evaluate(
+            t, _baselines.to_full_resolution(segment(_baselines.work_image(i, scale)), t.shape)
+        )
+        for i, t in test
+    ]
     return {k: float(np.mean([s[k] for s in scores])) for k in SCORES}
 
 
@@ -178,7 +176,7 @@ def session(image, truth, test, args, seed: int, arm: str = "oracle") -> list[di
     from napari_spoco.core.prediction import predict
     from napari_spoco.core.pretrained import load_model_source
     from napari_spoco.core.recipe import train_config
-    from napari_spoco.core.segmentation import prediction_scale, segment_prediction
+    from napari_spoco.core.segmentation import segment_prediction
     from napari_spoco.core.training import Trainer
 
     total = len(np.unique(truth)) - 1
@@ -205,12 +203,6 @@ def session(image, truth, test, args, seed: int, arm: str = "oracle") -> list[di
             prediction = predict(trainer.model, work_image, loss=config.loss)
             return segment_prediction(prediction)
 
-        def measure_and_segment(image: np.ndarray) -> np.ndarray:
-            # A model fine-tuned from the generalist measures each new image, as in the panel.
-            own = prediction_scale(trainer.model, config, image)
-            prediction = predict(trainer.model, image, loss=config.loss, object_scale=own)
-            return segment_prediction(prediction)
-
         segment_forest = _forest_segmenter(
             image, annotation, scale, diameter * scale, forest_settings, seed
         )
@@ -226,9 +218,7 @@ def session(image, truth, test, args, seed: int, arm: str = "oracle") -> list[di
             ),
             "steps": trainer.step - (start.step if start else 0),
             "train_seconds": train_seconds,
-            "spoco": _score(measure_and_segment, test, None)
-            if config.scale_per_image
-            else _score(segment, test, scale),
+            "spoco": _score(segment, test, scale),
             "rf": _score(segment_forest, test, scale),
         }
         if arm == "oracle":

@@ -42,21 +42,6 @@ def test_the_painted_objects_set_the_scale_and_the_start_sets_the_network():
     assert nothing_painted.object_scale == 0.5  # the start model's own scale
 
 
-def test_fine_tuning_a_model_without_a_scale_keeps_measuring_each_image():
-    """Painted objects set the training scale; new images are still measured one by one."""
-    from dataclasses import replace
-
-    generalist = _start()
-    generalist = replace(generalist, config=replace(generalist.config, scale_per_image=True))
-    painted = [_discs(REFERENCE_DIAMETER * 2)]
-    tuned = train_config(painted, spatial_dims=2, channels=1, start=generalist)
-    assert tuned.scale_per_image and tuned.object_scale == pytest.approx(0.5, rel=0.1)
-    # A size the user gives holds for every image; a start with a scale keeps one.
-    given = train_config(painted, spatial_dims=2, channels=1, start=generalist, object_diameter=48)
-    assert not given.scale_per_image and given.object_scale == 0.5
-    assert not train_config(painted, spatial_dims=2, channels=1, start=_start()).scale_per_image
-
-
 def test_dense_pretraining_and_projection_rules():
     dense = train_config([_discs(24)], spatial_dims=2, channels=1, dense=True)
     assert dense.scale_per_image and dense.object_scale == 1.0

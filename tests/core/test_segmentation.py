@@ -83,28 +83,3 @@ def test_segment_config_rejects_bad_values():
         SegmentConfig(foreground_threshold=1.5)
     with pytest.raises(ValueError, match="foreground"):
         SegmentConfig(foreground="magic")
-
-
-@pytest.mark.parametrize(
-    ("measured", "sparse", "expected"),
-    [
-        (48.0, True, 0.5),  # a fine-tuned model's own measurement, within range
-        (480.0, True, 0.25),  # ten times off: kept within 2x of the painted scale
-        (None, True, 0.5),  # nothing found: the painted scale
-        (480.0, False, 0.05),  # a generalist (dense) has no painted scale to hold to
-    ],
-)
-def test_a_model_without_a_scale_measures_each_image_within_reason(
-    monkeypatch, measured, sparse, expected
-):
-    from napari_spoco.core import segmentation
-    from napari_spoco.core.config import TrainConfig
-
-    monkeypatch.setattr(segmentation, "estimate_object_diameter", lambda *a, **k: measured)
-    config = TrainConfig(loss=LossConfig(sparse=sparse), object_scale=0.5, scale_per_image=True)
-    image = np.zeros((64, 64), np.float32)
-    assert segmentation.prediction_scale(None, config, image) == pytest.approx(expected)
-    painted = np.zeros((64, 64), np.int32)
-    painted[:12, :12] = 1  # painted objects set the scale, unclamped
-    scale = segmentation.prediction_scale(None, config, image, annotations=[painted])
-    assert scale == pytest.approx(24 / (2 * np.sqrt(144 / np.pi)))

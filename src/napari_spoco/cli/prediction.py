@@ -40,9 +40,7 @@ def predict(args: argparse.Namespace) -> None:
         known_scale = given or (1.0 if config.scale_per_image else config.object_scale)
         check_fits(image, path, config.model, channel_axis, object_scale=known_scale)
         blockwise = _blockwise(args, path, math.prod(spatial_shape_of(image, channel_axis)))
-        # A model fine-tuned on painted objects falls back to their scale block-wise; a
-        # generalist trained on dense labels has no such scale to fall back to.
-        if blockwise and config.scale_per_image and not config.loss.sparse and given is None:
+        if blockwise and config.scale_per_image and given is None:
             raise ValueError(
                 f"{path}: block-wise prediction with a model that measures each image's object "
                 "size (a built-in generalist) needs --object-size"

@@ -289,10 +289,9 @@ class TrainConfig:
     (1 - x) for both views: a generalist trained with 0.5 reads bright objects on
     a dark background (fluorescence) and dark ones on a bright background
     (brightfield, stained tissue) alike. ``scale_per_image`` marks a model
-    without a single scale: trained on images each resized by their own objects'
-    size (dense training of a generalist), or fine-tuned from one on painted
-    objects (trained at ``object_scale``). Prediction then measures the objects
-    of each new image first (``core.segmentation.estimate_object_diameter``).
+    trained on images that were each resized by their own objects' size (dense
+    training of a generalist): it has no single scale, so prediction measures
+    the objects of each new image first (``core.segmentation.estimate_object_diameter``).
     ``keep_norm_statistics`` leaves the batch-norm running statistics as they
     were; None keeps them when fine-tuning a trained model and updates them for
     a new one.

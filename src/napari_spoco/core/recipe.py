@@ -181,12 +181,7 @@ def train_config(
     * margins: the start model's ``delta_v`` / ``delta_d``, unless ``loss`` sets them;
     * scale: ``object_diameter``, else the painted objects' median diameter, is
       brought to the network's reference size; else the start model's scale.
-      ``dense`` labels give each image its own scale (``scale_per_image``). A
-      model fine-tuned from a start without a scale of its own (the generalist)
-      on painted objects stays without one: it trains at the painted objects'
-      scale and measures each new image's objects, like its start, because one
-      scale for every image lost 0.04 AP@0.5 where sizes vary between images
-      (docs/benchmarks.md). A given ``object_diameter`` holds for every image;
+      ``dense`` labels give each image its own scale (``scale_per_image``);
     * ring of negatives: ``ring`` if given, else :func:`ring_width` (none where
       objects touch);
     * dense labels leave no unannotated pixel, so the consistency term is off;
@@ -210,12 +205,11 @@ def train_config(
         trained = start.config.loss
         margins = {"delta_v": trained.delta_v, "delta_d": trained.delta_d}
         scale = start.config.object_scale
-        per_image = start.config.scale_per_image and object_diameter is None
     else:
         model = model_config_for(
             spatial_dims, channels, size=size, heads=heads, anisotropic_pooling=anisotropic_pooling
         )
-        margins, scale, per_image = {}, 1.0, False
+        margins, scale = {}, 1.0
     if dense:  # each image gets its own scale; 1 means "objects at the reference size"
         scale = 1.0
     else:
@@ -240,7 +234,7 @@ def train_config(
         iterations=default_iterations(start is not None) if iterations is None else iterations,
         patch_shape=tuple(patch_shape or DEFAULT_PATCH_SHAPE[spatial_dims]),
         object_scale=scale,
-        scale_per_image=dense or per_image,
+        scale_per_image=dense,
         **settings,
     )
 

@@ -96,10 +96,6 @@ _PROBE_MIN_RELATIVE_SIZE = 0.75
 #: generalist measured the median diameter 1.10 times the true one
 #: (``benchmarks/generalist.py``). Measurements are divided by it.
 MEASURED_OVER_TRUE_DIAMETER = 1.10
-#: How far (a factor either way) a model fine-tuned on painted objects may resize a new
-#: image from their scale on its own measurement. On NIH3T3 nuclei the measured scales
-#: lay within 1.45 of the painted one; the measurement's failures are octaves off.
-MEASURED_SCALE_RANGE = 2.0
 
 
 def estimate_object_diameter(
@@ -207,13 +203,9 @@ def prediction_scale(
     """Resize factor to predict ``image`` at: the one rule the panel and the command line share.
 
     A given ``diameter`` wins, then the model's own training scale. A model
-    without one (``config.scale_per_image``: the generalists, and models
-    fine-tuned from them) takes the size of the objects painted in
-    ``annotations``, else the size it measures itself
-    (:func:`estimate_object_diameter`), else its training scale. A model
-    fine-tuned on painted objects trusts its measurement within
-    :data:`MEASURED_SCALE_RANGE` of their scale, so that a failed measurement
-    cannot resize an image far from what the user painted.
+    without one (``config.scale_per_image``, the generalists) takes the size of
+    the objects painted in ``annotations``, else the size it measures itself
+    (:func:`estimate_object_diameter`), else the reference size.
     """
     if diameter is None and not config.scale_per_image:
         return config.object_scale
@@ -224,12 +216,7 @@ def prediction_scale(
         measured = estimate_object_diameter(
             model, image, loss=config.loss, channel_axis=channel_axis, **tiling
         )
-        scale = object_scale_from_annotations([], diameter=measured) or config.object_scale
-        if config.loss.sparse:  # its training scale is that of painted objects
-            anchor = config.object_scale
-            scale = float(
-                np.clip(scale, anchor / MEASURED_SCALE_RANGE, anchor * MEASURED_SCALE_RANGE)
-            )
+        scale = object_scale_from_annotations([], diameter=measured) if measured else 1.0
     return scale
 
 
