@@ -347,17 +347,31 @@ def test_every_clustering_method_and_its_settings_are_offered(capsys):
                 assert f"--{setting.name.replace('_', '-')}" in text
 
 
-def test_segmentation_flags_default_to_the_config_and_zero_means_auto_or_off():
+def test_segmentation_flags_default_to_the_config_and_zero_means_auto_or_off(tmp_path, monkeypatch):
     """The flags come from the core's list of settings, as the panel's boxes do."""
-    from napari_spoco.cli import _build_parser
-    from napari_spoco.cli.prediction import _segment_config
+    from napari_spoco.core import segmentation
     from napari_spoco.core.config import SegmentConfig
+    from napari_spoco.core.io import write_prediction
+    from napari_spoco.core.prediction import Prediction
 
-    base = ["segment", "--embeddings", "E.zarr", "--out", "o"]
-    assert _segment_config(_build_parser().parse_args(base)) == SegmentConfig()
+    configs = []
+    segment_prediction = segmentation.segment_prediction
+
+    def spy(prediction, config=None, *, teacher=None, seed=0):
+        configs.append(config)
+        return segment_prediction(prediction, config, teacher=teacher, seed=seed)
+
+    monkeypatch.setattr(segmentation, "segment_prediction", spy)
+    embeddings = np.zeros((4, 32, 32), np.float32)
+    embeddings[0, 8:20, 8:20] = 5.0
+    saved = write_prediction(tmp_path / "E_embeddings.zarr", Prediction(embeddings=embeddings))
+    base = ["segment", "--embeddings", str(saved), "-q"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
     chosen = ["--seed-threshold", "0", "--delta-d", "0", "--min-size", "5"]
-    config = _segment_config(_build_parser().parse_args([*base, *chosen]))
-    assert config.seed_threshold is None and config.delta_d is None and config.min_size == 5
+    assert main([*base, "--out", str(tmp_path / "b"), *chosen]) == 0
+    assert configs[0] == SegmentConfig()
+    assert configs[1].seed_threshold is None and configs[1].delta_d is None
+    assert configs[1].min_size == 5
 
 
 def test_consistency_clustering_uses_the_teacher_and_settings_follow_the_method(
