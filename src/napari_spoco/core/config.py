@@ -1,7 +1,9 @@
 """Frozen, validated settings shared by the trainer, the widgets and the CLI.
 
 Every consumer (GUI, CLI, checkpoint files) builds these objects, so invalid
-values are rejected once, here, with a message naming the field.
+values are rejected once, here, with a message naming the field. The network's
+:class:`ModelConfig` lives in :mod:`.architecture` and is imported from here with
+the others.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .architecture import ModelConfig, require
 from .clustering_methods import METHODS
 
 __all__ = [
@@ -26,8 +29,6 @@ __all__ = [
     "object_scale_for_diameter",
 ]
 
-Norm = Literal["batch", "group", "instance"]
-
 # The loss terms, listed once: LossConfig has a ``<name>_weight`` for each, the
 # trainer reports each, and the panel's loss plot draws each.
 #: The paper's terms, computed by ``losses.spoco_loss``.
@@ -37,130 +38,6 @@ HEAD_TERMS = ("foreground", "distance")
 #: The optional terms, computed by ``extensions.extension_losses``.
 EXTENSION_TERMS = ("triplet", "dispersive")
 ALL_LOSS_TERMS = (*SPOCO_TERMS, *HEAD_TERMS, *EXTENSION_TERMS)
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of the U-Net embedding network.
-
-    Parameters
-    ----------
-    spatial_dims : int
-        2 for images (Y, X), 3 for volumes (Z, Y, X).
-    in_channels : int
-        Number of image channels the network reads.
-    embedding_dim : int
-        Length D of each pixel's embedding vector.
-    depth : int
-        Number of resolution levels (``depth - 1`` poolings).
-    base_features : int
-        Feature maps at the first level; doubled at every level.
-    norm : {"batch", "group", "instance"}
-        Normalisation layer; group norm suits the small batches of 3D.
-    groups : int
-        Groups for group norm.
-    anisotropic_pooling : bool
-        3D only: pool only Y and X at the first level, for stacks whose Z
-        spacing is much coarser than their pixel size.
-    foreground_head : bool
-        One more output channel: the logit of "this pixel belongs to an object".
-    distance_head : bool
-        One more output channel: the logit of the normalised inner distance
-        (1 at an object's centre, falling to 0 at its border and outside).
-    bottleneck_projection : bool
-        A small 1×1 projection of the deepest encoder features to
-        ``embedding_dim`` channels, trained by the triplet term when
-        ``LossConfig.triplet_on == "bottleneck"``; it adds no output channel.
-    """
-
-    spatial_dims: int = 2
-    in_channels: int = 1
-    embedding_dim: int = 16
-    depth: int = 4
-    base_features: int = 16
-    norm: Norm = "batch"
-    groups: int = 8
-    anisotropic_pooling: bool = False
-    foreground_head: bool = False
-    distance_head: bool = False
-    bottleneck_projection: bool = False
-
-    def __post_init__(self) -> None:
-        _require(
-            self.spatial_dims in (2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims}"
-        )
-        _require(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
-        _require(self.embedding_dim >= 2, f"embedding_dim must be >= 2, got {self.embedding_dim}")
-        _require(1 <= self.depth <= 7, f"depth must be in 1..7, got {self.depth}")
-        _require(self.base_features >= 1, f"base_features must be >= 1, got {self.base_features}")
-        _require(
-            self.norm in ("batch", "group", "instance"),
-            f"norm must be 'batch', 'group' or 'instance', got {self.norm!r}",
-        )
-        if self.norm == "group":
-            _require(
-                self.base_features % self.groups == 0,
-                f"base_features ({self.base_features}) must be divisible by groups ({self.groups})",
-            )
-
-    @property
-    def output_channels(self) -> int:
-        """Channels the network outputs: the embedding, then one per enabled head."""
-        return self.embedding_dim + len(self.heads)
-
-    @property
-    def heads(self) -> tuple[str, ...]:
-        """Names of the enabled extra outputs, in channel order after the embedding."""
-        return tuple(
-            name
-            for name, enabled in (
-                ("foreground", self.foreground_head),
-                ("distance", self.distance_head),
-            )
-            if enabled
-        )
-
-    @property
-    def pooling_factors(self) -> tuple[tuple[int, ...], ...]:
-        """Down-sampling factor per axis for each of the ``depth - 1`` poolings."""
-        factors = []
-        for level in range(self.depth - 1):
-            if self.spatial_dims == 3 and self.anisotropic_pooling and level == 0:
-                factors.append((1, 2, 2))
-            else:
-                factors.append((2,) * self.spatial_dims)
-        return tuple(factors)
-
-    @property
-    def size_divisor(self) -> tuple[int, ...]:
-        """Input sizes must be multiples of this per axis (the model pads otherwise)."""
-        divisor = [1] * self.spatial_dims
-        for factor in self.pooling_factors:
-            divisor = [d * f for d, f in zip(divisor, factor, strict=True)]
-        return tuple(divisor)
-
-    def reads(self, spatial_dims: int, channels: int) -> bool:
-        """Whether the network reads ``channels``-channel ``spatial_dims``D images."""
-        return (spatial_dims, channels) == (self.spatial_dims, self.in_channels)
-
-    def check_reads(
-        self, spatial_dims: int, channels: int, *, what: str = "the image", model: str = "the model"
-    ) -> None:
-        """Raise ValueError unless the network reads ``channels``-channel ``spatial_dims``D images.
-
-        The one rule the trainer, the panel, the command line, block-wise
-        prediction and the bioimage.io export apply before they use a model.
-        """
-        if not self.reads(spatial_dims, channels):
-            raise ValueError(
-                f"{model} reads {self.in_channels}-channel {self.spatial_dims}D images, "
-                f"{what} is {channels}-channel {spatial_dims}D"
-            )
 
 
 @dataclass(frozen=True)
@@ -210,12 +87,12 @@ class LossConfig:
     dispersive_on: Literal["objects", "bottleneck", "both"] = "objects"
 
     def __post_init__(self) -> None:
-        _require(self.delta_v > 0, f"delta_v must be > 0, got {self.delta_v}")
-        _require(
+        require(self.delta_v > 0, f"delta_v must be > 0, got {self.delta_v}")
+        require(
             self.delta_d > self.delta_v,
             f"delta_d must exceed delta_v, got delta_d={self.delta_d}, delta_v={self.delta_v}",
         )
-        _require(
+        require(
             0 < self.kernel_threshold < 1,
             f"kernel_threshold must lie in (0, 1), got {self.kernel_threshold}",
         )
@@ -233,32 +110,32 @@ class LossConfig:
             "dispersive_weight",
         ):
             value = getattr(self, name)
-            _require(value >= 0, f"{name} must be >= 0, got {value}")
-        _require(
+            require(value >= 0, f"{name} must be >= 0, got {value}")
+        require(
             self.consistency_anchors >= 1,
             f"consistency_anchors must be >= 1, got {self.consistency_anchors}",
         )
-        _require(
+        require(
             0 <= self.consistency_min_fraction < 1,
             f"consistency_min_fraction must lie in [0, 1), got {self.consistency_min_fraction}",
         )
         if self.background_id is not None:
-            _require(
+            require(
                 self.background_id >= 1, f"background_id must be >= 1, got {self.background_id}"
             )
-        _require(
+        require(
             self.triplet_margin is None or self.triplet_margin > 0,
             f"triplet_margin must be > 0, got {self.triplet_margin}",
         )
-        _require(
+        require(
             self.triplet_anchors >= 1, f"triplet_anchors must be >= 1, got {self.triplet_anchors}"
         )
-        _require(
+        require(
             self.triplet_on in ("embedding", "bottleneck"),
             f"triplet_on must be 'embedding' or 'bottleneck', got {self.triplet_on!r}",
         )
-        _require(self.dispersive_tau > 0, f"dispersive_tau must be > 0, got {self.dispersive_tau}")
-        _require(
+        require(self.dispersive_tau > 0, f"dispersive_tau must be > 0, got {self.dispersive_tau}")
+        require(
             self.dispersive_on in ("objects", "bottleneck", "both"),
             f"dispersive_on must be 'objects', 'bottleneck' or 'both', got {self.dispersive_on!r}",
         )
@@ -318,34 +195,34 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_shape", tuple(int(s) for s in self.patch_shape))
-        _require(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
-        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _require(
+        require(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(
             len(self.patch_shape) == self.model.spatial_dims,
             f"patch_shape {self.patch_shape} must have {self.model.spatial_dims} axes",
         )
-        _require(
+        require(
             all(s >= 8 for s in self.patch_shape),
             f"patch_shape must be >= 8 per axis, got {self.patch_shape}",
         )
-        _require(
+        require(
             self.learning_rate is None or self.learning_rate > 0,
             f"learning_rate must be > 0, got {self.learning_rate}",
         )
-        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        _require(
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        require(
             0 <= self.ema_momentum < 1, f"ema_momentum must lie in [0, 1), got {self.ema_momentum}"
         )
-        _require(
+        require(
             0 <= self.object_fraction <= 1,
             f"object_fraction must lie in [0, 1], got {self.object_fraction}",
         )
-        _require(self.object_scale > 0, f"object_scale must be > 0, got {self.object_scale}")
-        _require(
+        require(self.object_scale > 0, f"object_scale must be > 0, got {self.object_scale}")
+        require(
             0 <= self.invert_probability <= 1,
             f"invert_probability must lie in [0, 1], got {self.invert_probability}",
         )
-        _require(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
+        require(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible form, stored in checkpoints."""
@@ -369,7 +246,7 @@ def object_scale_for_diameter(diameter: float | None) -> float:
     """
     if diameter is None:
         return 1.0
-    _require(diameter > 0, f"object diameter must be > 0 pixels, got {diameter}")
+    require(diameter > 0, f"object diameter must be > 0 pixels, got {diameter}")
     return REFERENCE_DIAMETER / float(diameter)
 
 
@@ -413,23 +290,23 @@ class SegmentConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
-        _require(
+        require(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
+        require(
             self.foreground in FOREGROUND_SOURCES,
             f"foreground must be one of {FOREGROUND_SOURCES}, got {self.foreground!r}",
         )
-        _require(
+        require(
             0 < self.foreground_threshold < 1,
             f"foreground_threshold must lie in (0, 1), got {self.foreground_threshold}",
         )
-        _require(
+        require(
             self.delta_d is None or self.delta_d > 0, f"delta_d must be > 0, got {self.delta_d}"
         )
-        _require(
+        require(
             self.seed_threshold is None or 0 < self.seed_threshold < 1,
             f"seed_threshold must lie in (0, 1), got {self.seed_threshold}",
         )
-        _require(self.min_size >= 0, f"min_size must be >= 0, got {self.min_size}")
+        require(self.min_size >= 0, f"min_size must be >= 0, got {self.min_size}")
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
