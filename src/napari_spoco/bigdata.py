@@ -164,7 +164,7 @@ def predict_blockwise(
     loss, object_scale : optional
         Override the checkpoint's margins and training scale.
     device, tile_shape : optional
-        Passed to :func:`napari_spoco.core.prediction.predict_embeddings`;
+        Passed to :func:`napari_spoco.core.tiling.predict_embeddings`;
         ``device=None`` runs where the network is (the CPU for a model file).
     n_threads, scheduler, progress : optional
         Threaded workers, a dask.distributed scheduler, ``progress(done, total)``.

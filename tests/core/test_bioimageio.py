@@ -13,7 +13,7 @@ from napari_spoco.core.checkpoint import Checkpoint, save_checkpoint
 from napari_spoco.core.config import ModelConfig, TrainConfig
 from napari_spoco.core.image import prepare_image
 from napari_spoco.core.model import build_model
-from napari_spoco.core.prediction import predict_embeddings
+from napari_spoco.core.tiling import predict_embeddings
 
 pytest.importorskip("bioimageio.core")
 

@@ -328,7 +328,7 @@ def test_distance_head_and_projection_round_trip_through_bioimageio(blobs, tmp_p
     pytest.importorskip("bioimageio.spec")
     from napari_spoco.core.bioimageio import export_bioimageio, import_bioimageio
     from napari_spoco.core.image import prepare_image
-    from napari_spoco.core.prediction import predict_embeddings
+    from napari_spoco.core.tiling import predict_embeddings
 
     torch.manual_seed(0)
     model_config = ModelConfig(

@@ -10,8 +10,8 @@ import pytest
 from napari_spoco.core.annotation import keep_fraction_of_objects
 from napari_spoco.core.config import LossConfig, ModelConfig, TrainConfig
 from napari_spoco.core.image import prepare_image
-from napari_spoco.core.prediction import predict_embeddings
 from napari_spoco.core.sample_data import load_nuclei_2d, load_nuclei_3d
+from napari_spoco.core.tiling import predict_embeddings
 from napari_spoco.core.training import Trainer
 
 pytestmark = pytest.mark.slow

@@ -36,7 +36,7 @@ from .config import ModelConfig, config_from_dict
 from .image import prepare_image, rescale_spatial
 from .io import atomic_output
 from .model import EmbeddingUNet, build_model
-from .prediction import predict_embeddings
+from .tiling import predict_embeddings
 
 __all__ = [
     "CONFIG_KEY",

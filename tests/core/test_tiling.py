@@ -5,12 +5,8 @@ from scipy import ndimage
 
 from napari_spoco.core.config import ModelConfig
 from napari_spoco.core.model import build_model
-from napari_spoco.core.prediction import (
-    _axis_windows,
-    _tile_starts,
-    predict_embeddings,
-    predict_image,
-)
+from napari_spoco.core.prediction import predict_image
+from napari_spoco.core.tiling import _axis_windows, _tile_starts, predict_embeddings
 
 
 def _model(seed: int = 0, **settings) -> torch.nn.Module:
