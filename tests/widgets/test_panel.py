@@ -47,6 +47,29 @@ def test_every_control_explains_itself(panel):
     assert not missing, [type(w).__name__ for w in missing]
 
 
+def test_closing_the_viewer_right_after_opening_does_not_abort_python(tmp_path):
+    """The optimiser warm-up still running at exit must not take the process down."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "close_fast.py"
+    script.write_text(
+        "import time\n"
+        "import napari\n"
+        "from napari_spoco.widgets import SpocoWidget, train\n"
+        "train._warm_up_optimizer = lambda: time.sleep(2)  # still running at exit\n"
+        "viewer = napari.Viewer(show=False)\n"
+        "viewer.window.add_dock_widget(SpocoWidget(viewer))\n"
+        "viewer.close()\n"
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_closing_the_viewer_stops_training(make_napari_viewer, paint, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(load_nuclei_2d()[0], name="nuclei")

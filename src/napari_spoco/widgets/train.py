@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -103,7 +104,10 @@ class TrainSection(QWidget):
         self._device_changed(self.settings.device_box.currentText())
         self._network_chosen(self.settings.size_box.currentText())
         self._update_buttons()
-        start_worker(self, _warm_up_optimizer)
+        # A plain daemon thread, not a napari worker: it reports nothing, and a Qt pool
+        # thread still running when the viewer closes (within seconds of opening) tried
+        # to signal a deleted object and aborted Python at exit.
+        threading.Thread(target=_warm_up_optimizer, name="spoco-warm-up", daemon=True).start()
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> None:
