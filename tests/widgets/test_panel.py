@@ -251,6 +251,13 @@ def test_advanced_settings_reach_the_training_config(panel, paint):
     assert settings.build_config(data).loss.ring_width == 0
     settings.loss_boxes["ring_width"].value = 5
     assert settings.build_config(data).loss.ring_width == 5
+    # Small values survive the boxes' decimals, and a model's margins fit its boxes.
+    settings.train_boxes["learning_rate"].value = 5e-5
+    settings.loss_boxes["push_weight"].value = 0.004
+    settings.show_margins(LossConfig(delta_v=0.005, delta_d=250.125))
+    config = settings.build_config(data)
+    assert config.learning_rate == pytest.approx(5e-5) and config.loss.push_weight == 0.004
+    assert (config.loss.delta_v, config.loss.delta_d) == (0.005, 250.125)
 
 
 def test_every_loss_term_has_a_weight_box_and_a_curve(panel):

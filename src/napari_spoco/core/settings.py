@@ -31,7 +31,8 @@ class Setting:
 
     ``special`` is the text a box shows at ``low``, which then means "not set"
     (None: the recipe or the method decides). ``default`` is given only where no
-    config class holds one (the clustering methods' keywords).
+    config class holds one (the clustering methods' keywords). ``decimals`` is how
+    many a box shows where its range and step do not say (learning rates).
     """
 
     name: str
@@ -42,6 +43,7 @@ class Setting:
     tooltip: str
     special: str | None = None
     default: Any = None
+    decimals: int | None = None
 
 
 def config_value(setting: Setting, value: Any) -> Any:
@@ -84,12 +86,12 @@ _TERM_MEANINGS = {
 #: ``LossConfig`` fields a user may change.
 LOSS_SETTINGS: dict[str, Setting] = _listed(
     Setting(
-        "delta_v", "delta_v", 0.05, 10.0, 0.1,
+        "delta_v", "delta_v", 0.01, 100.0, 0.1,
         "Pull margin: pixels within this distance of their object's mean cost nothing. "
         "A trained model brings its own.",
     ),
     Setting(
-        "delta_d", "delta_d", 0.1, 20.0, 0.1,
+        "delta_d", "delta_d", 0.01, 100.0, 0.1,
         "Push margin: object means are pushed 2 x delta_d apart. A trained model brings its own.",
     ),
     Setting(
@@ -126,7 +128,7 @@ TRAIN_SETTINGS: dict[str, Setting] = _listed(
     Setting(
         "learning_rate", "Learning rate", 0.0, 1.0, 1e-4,
         "Adam learning rate; 'auto' is 1e-3 for a new network and 1e-4 for fine-tuning.",
-        special="auto",
+        special="auto", decimals=6,
     ),
     Setting("batch_size", "Batch size", 1, 64, 1, "Patches per training step."),
     Setting(

@@ -34,7 +34,8 @@ def setting_box(setting: Setting, value: Any) -> SettingBox:
     box = create_widget(widget_type=kind, label=setting.label, options=options)
     if kind == "FloatSpinBox":
         numbers = (setting.low, setting.high, setting.step, value or 0)
-        box.native.setDecimals(0 if integer else max(2, *map(_places, numbers)))
+        decimals = setting.decimals or max(3, *map(_places, numbers))
+        box.native.setDecimals(0 if integer else decimals)
     box.step = setting.step  # after the decimals, which magicgui would raise to fit the step
     if setting.special is not None:
         box.native.setSpecialValueText(setting.special)

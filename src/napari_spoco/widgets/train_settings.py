@@ -184,8 +184,9 @@ class TrainSettings(QWidget):
         boxes; a user may still change them afterwards.
         """
         trained = trained or LossConfig()
-        self.delta_v.value = trained.delta_v
-        self.delta_d.value = trained.delta_d
+        for box, value in ((self.delta_v, trained.delta_v), (self.delta_d, trained.delta_d)):
+            box.min, box.max = min(box.min, value), max(box.max, value)  # a model's own
+            box.value = value
 
     def network_size(self) -> str:
         """Size preset of a new network ("medium" while a model file is chosen)."""
