@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox, create_widget
+from magicgui.widgets import FloatSpinBox, SpinBox, create_widget
 
 from ..core.settings import Setting, config_value
 
-__all__ = ["choice_box", "setting_box", "setting_value"]
+__all__ = ["setting_box", "values_of"]
 
 SettingBox = SpinBox | FloatSpinBox
 
@@ -43,11 +43,6 @@ def setting_box(setting: Setting, value: Any) -> SettingBox:
     return box
 
 
-def setting_value(box: SettingBox, setting: Setting) -> Any:
-    """Read a box for the config: None at a special value, an int for an integer setting."""
-    return config_value(setting, box.value)
-
-
-def choice_box(choices: tuple[str, ...], value: str, tooltip: str) -> ComboBox:
-    """Make a combo box of ``choices`` showing ``value``."""
-    return ComboBox(choices=choices, value=value, tooltip=tooltip)
+def values_of(boxes: dict[str, SettingBox], settings: dict[str, Setting]) -> dict[str, Any]:
+    """Read each box for the config, by setting name: None at a special value, ints kept."""
+    return {name: config_value(settings[name], box.value) for name, box in boxes.items()}

@@ -9,7 +9,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QWidget
 from ..core.clustering_methods import CLUSTERING_METHODS
 from ..core.config import FOREGROUND_SOURCES, SegmentConfig
 from ..core.settings import SEGMENT_SETTINGS
-from ._forms import setting_box, setting_value
+from ._forms import setting_box, values_of
 from ._tooltips import TOOLTIPS
 
 __all__ = ["SegmentSettings"]
@@ -91,13 +91,8 @@ class SegmentSettings(QWidget):
         """Return the SegmentConfig these controls describe."""
         method = self.method.currentText()
         method_settings = {s.name: s for s in CLUSTERING_METHODS[method].settings}
-        params = {
-            name: setting_value(box, method_settings[name])
-            for name, box in self.method_settings[method].items()
-        }
-        chosen = {
-            name: setting_value(box, SEGMENT_SETTINGS[name]) for name, box in self.boxes.items()
-        }
+        params = values_of(self.method_settings[method], method_settings)
+        chosen = values_of(self.boxes, SEGMENT_SETTINGS)
         return SegmentConfig(
             method=method, foreground=self.foreground.currentText(), params=params, **chosen
         )

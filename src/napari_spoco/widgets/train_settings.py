@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from magicgui.widgets import ComboBox
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,8 +19,8 @@ from ..core.config import LossConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.pretrained import BUILTIN_MODELS
 from ..core.recipe import DEFAULT_PATCH_SHAPE, MODEL_PRESETS, default_iterations, train_config
-from ..core.settings import LOSS_SETTINGS, TRAIN_SETTINGS, Setting, choices_of
-from ._forms import choice_box, setting_box, setting_value
+from ..core.settings import LOSS_SETTINGS, TRAIN_SETTINGS, choices_of
+from ._forms import setting_box, values_of
 from ._state import TrainingData
 from ._tooltips import TOOLTIPS
 
@@ -50,11 +49,6 @@ def _spin(
     box.setSingleStep(step)
     box.setValue(value)
     return box
-
-
-def _values(boxes: dict[str, Any], settings: dict[str, Setting]) -> dict[str, Any]:
-    """Each box's value for the config, by setting name (None where a box says "auto")."""
-    return {name: setting_value(box, settings[name]) for name, box in boxes.items()}
 
 
 class TrainSettings(QWidget):
@@ -86,9 +80,10 @@ class TrainSettings(QWidget):
         self.iterations = self.train_boxes["iterations"]
         self.iterations.value = self._recipe_iterations
         self.delta_v, self.delta_d = self.loss_boxes["delta_v"], self.loss_boxes["delta_d"]
-        self.triplet_on = choice_box(
-            choices_of(LossConfig, "triplet_on"), loss.triplet_on, TOOLTIPS["triplet_on"]
-        )
+        self.triplet_on = ComboBox(
+            choices=choices_of(LossConfig, "triplet_on"), value=loss.triplet_on,
+            tooltip=TOOLTIPS["triplet_on"],
+        )  # fmt: skip
         # Not config fields (the diameter is the recipe's input, the previews the panel's),
         # so plain Qt boxes.
         self.object_diameter = _spin(0, 0, 10_000, decimals=1)
@@ -153,8 +148,8 @@ class TrainSettings(QWidget):
         """
         patch = self.patch_size.value()
         is_3d = data.axes.spatial_dims == 3
-        loss = _values(self.loss_boxes, LOSS_SETTINGS)
-        train = _values(self.train_boxes, TRAIN_SETTINGS)
+        loss = values_of(self.loss_boxes, LOSS_SETTINGS)
+        train = values_of(self.train_boxes, TRAIN_SETTINGS)
         return train_config(
             data.annotations,
             spatial_dims=data.axes.spatial_dims,
