@@ -85,6 +85,8 @@ class Variant:
     the model measures each test image's object size itself, as a user who
     paints nothing gets it) or for ``seconds`` of wall time; ``learning_rate``
     None is the product's (a tenth of a new network's when fine-tuning).
+    ``measured_size``: the fine-tuned model predicts each test image at the size
+    the untrained start model measures in it, not at the painted objects' scale.
     """
 
     method: str = "spoco"  # "spoco", "rf" or "otsu"
@@ -97,11 +99,17 @@ class Variant:
     iterations: int | None = None
     seconds: float | None = None
     learning_rate: float | None = None
+    measured_size: bool = False
     about: str = ""
 
     @property
     def zero_shot(self) -> bool:
         return self.start is not None and self.iterations == 0
+
+    @property
+    def own_size(self) -> bool:
+        """Each test image is predicted at a measured size, at full resolution."""
+        return self.zero_shot or self.measured_size
 
 
 VARIANTS: dict[str, Variant] = {
@@ -141,6 +149,10 @@ VARIANTS: dict[str, Variant] = {
     "generalist_150": Variant(
         start="nuclei", iterations=150, about="the nuclei generalist fine-tuned for 150 steps"
     ),
+    "generalist_150_measured": Variant(
+        start="nuclei", iterations=150, measured_size=True,
+        about="150 steps; each test image at the size the generalist measures in it",
+    ),  # fmt: skip
     "generalist_2min": Variant(
         start="nuclei",
         seconds=120.0,
@@ -280,6 +292,7 @@ def spoco_trainer(  # noqa: ANN201
 
 def _train_spoco(variant: Variant, images, labels, scale, args, seed):  # noqa: ANN001, ANN202
     """Train as the product does; return a work-scale segmenter and the steps run."""
+    from napari_spoco.core.checkpoint import network_from_checkpoint
     from napari_spoco.core.config import SegmentConfig
     from napari_spoco.core.prediction import predict
     from napari_spoco.core.segmentation import prediction_scale, segment_prediction
@@ -319,6 +332,15 @@ def _train_spoco(variant: Variant, images, labels, scale, args, seed):  # noqa: 
         prediction = predict(trainer.model, work_image, loss=config.loss)
         return segment_prediction(prediction, segment_config, seed=seed)
 
+    if variant.measured_size:
+        untrained = network_from_checkpoint(start).eval()
+
+        def segment_at_measured_size(image: np.ndarray) -> np.ndarray:
+            own = prediction_scale(untrained, start.config, image)
+            prediction = predict(trainer.model, image, loss=config.loss, object_scale=own)
+            return segment_prediction(prediction, segment_config, seed=seed)
+
+        return segment_at_measured_size, steps
     return segment, steps
 
 
@@ -379,7 +401,7 @@ def run_method(name: str, annotation: Annotation, train, test, args) -> dict:  #
     fit_seconds = time.perf_counter() - start
     start, per_image = time.perf_counter(), list(cached or [])
     for image, truth in [] if cached else test:
-        if variant.zero_shot:  # it picks its own scale, at full resolution
+        if variant.own_size:  # it picks its own scale, at full resolution
             instances = segment(image)
         else:
             instances = _baselines.to_full_resolution(
