@@ -150,7 +150,9 @@ VARIANTS: dict[str, Variant] = {
         start="nuclei", iterations=150, about="the nuclei generalist fine-tuned for 150 steps"
     ),
     "generalist_150_measured": Variant(
-        start="nuclei", iterations=150, measured_size=True,
+        start="nuclei",
+        iterations=150,
+        measured_size=True,
         about="150 steps; each test image at the size the generalist measures in it",
     ),  # fmt: skip
     "generalist_2min": Variant(
