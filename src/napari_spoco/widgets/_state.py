@@ -106,7 +106,18 @@ class SpocoState:
         #: Instances most likely wrong after the last segmentation, worst first, by image
         #: name: (time index or None, Doubt). The Correct section lists them.
         self.doubts: dict[str, list[tuple[int | None, Doubt]]] = {}
+        #: This panel's running jobs, which closing the panel stops and waits for.
         self.workers: list[Any] = []
+
+    def track(self, worker: Any) -> None:
+        """Keep ``worker`` in :attr:`workers` until it finishes, so the list does not grow."""
+        self.workers.append(worker)
+
+        def forget() -> None:
+            if worker in self.workers:
+                self.workers.remove(worker)
+
+        worker.finished.connect(forget)
 
     # ------------------------------------------------------------------ model
     def inference_model(self) -> tuple[Any, Any, Any, Any] | None:

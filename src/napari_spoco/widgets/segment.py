@@ -166,7 +166,7 @@ class SegmentSection(QWidget):
             on_return=lambda results: self._predicted(layer, axes, results),
             on_error=lambda _: self._failed(),
         )  # fmt: skip
-        self.state.workers.append(worker)
+        self.state.track(worker)
         return worker
 
     @staticmethod
@@ -204,7 +204,7 @@ class SegmentSection(QWidget):
             on_return=lambda result: self._blockwise_done(layer, axes, result, scratch),
             on_error=lambda _: failed(),
         )  # fmt: skip
-        self.state.workers.append(worker)
+        self.state.track(worker)
         return worker
 
     def _blockwise_done(
@@ -301,7 +301,7 @@ class SegmentSection(QWidget):
             on_return=lambda results: self._clustered(layer, results),
             on_error=lambda _: self._failed(),
         )  # fmt: skip
-        self.state.workers.append(worker)
+        self.state.track(worker)
         return worker
 
     def _clustered(self, layer: Image, results: list) -> None:

@@ -149,7 +149,7 @@ class TrainSection(QWidget):
             on_finish=self._on_finish,
             progress={"total": self._iterations, "desc": "SPOCO training"},
         )
-        self.state.workers.append(self.worker)
+        self.state.track(self.worker)
         self.state.training = True
         self.state.training_changed.emit(True)
         self._camera().events.connect(self._view_changed)
@@ -292,8 +292,6 @@ class TrainSection(QWidget):
         """After return or error: release the panel, then announce how the run ended."""
         self.state.training = False
         self.plot.draw()
-        if self.worker in self.state.workers:
-            self.state.workers.remove(self.worker)
         self.worker = None
         self._camera().events.disconnect(self._view_changed)
         self.viewer.dims.events.current_step.disconnect(self._view_changed)
