@@ -36,24 +36,28 @@ def get_reader(path: str | os.PathLike | list) -> Callable[[Any], list[LayerData
 def read_session(path: str | os.PathLike) -> list[LayerData]:
     """Read a session: its images, and its annotations linked to them as the panel links them."""
     from .core.session import load_session
-    from .widgets._state import METADATA_KEY
+    from .widgets._state import METADATA_KEY, image_identity
 
     session = load_session(path)
     layers: list[LayerData] = []
-    opened: set[str] = set()
+    # An image of the same name may be open already: napari then renames the new one,
+    # and the annotations must still find theirs, so they link to its id.
+    image_ids: dict[str, str] = {}
     for pair in session.pairs:
         placement = pair.layer
-        if pair.image_name not in opened:
-            opened.add(pair.image_name)
+        if pair.image_name not in image_ids:
+            image_metadata: dict = {}
+            image_ids[pair.image_name] = image_identity(image_metadata)
             image_options = {
                 "name": pair.image_name,
                 "rgb": placement.get("rgb", False),
                 "scale": placement.get("image_scale"),
                 "translate": placement.get("image_translate"),
+                "metadata": image_metadata,
             }
             layers.append((session.images[pair.image_name], _given(image_options), "image"))
-        link = {"image": pair.image_name, "axes": pair.axes,
-                "background_id": pair.background_id, "use": True}  # fmt: skip
+        link = {"image": pair.image_name, "image_id": image_ids[pair.image_name],
+                "axes": pair.axes, "background_id": pair.background_id, "use": True}  # fmt: skip
         annotation_options = {
             "name": pair.annotation_name,
             "scale": placement.get("scale"),

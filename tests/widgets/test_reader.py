@@ -22,6 +22,23 @@ def test_file_open_restores_a_session_that_the_panel_trains_on(panel, paint, tmp
     assert pairs[0].background_id == annotation.metadata["spoco"]["background_id"]
 
 
+def test_a_session_opened_beside_an_image_of_the_same_name_links_to_its_own(panel, paint, tmp_path):
+    """napari renames the session's image ("nuclei [1]"); its annotation follows it."""
+    annotation, _ = paint(panel, fraction=0.05)
+    assert panel.files.save_session(tmp_path / "session")
+    viewer = panel.viewer
+    viewer.layers.remove(annotation.name)
+    other = np.zeros_like(viewer.layers["nuclei"].data)
+    viewer.layers["nuclei"].data = other  # an image of the same name, other pixels
+    viewer.open(tmp_path / "session", plugin="napari-spoco")
+    (pair,) = panel.state.pairs()
+    assert pair.image.name != "nuclei"
+    np.testing.assert_array_equal(pair.image.data, load_nuclei_2d()[0])
+    # Renaming the image keeps the link.
+    pair.image.name = "renamed"
+    assert [p.image.name for p in panel.state.pairs()] == ["renamed"]
+
+
 def test_file_open_shows_a_saved_prediction_lazily(make_napari_viewer, tmp_path):
     rng = np.random.default_rng(0)
     prediction = Prediction(

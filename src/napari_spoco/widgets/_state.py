@@ -1,18 +1,20 @@
 """What the panel's sections share: annotation pairs, the trainer, cached predictions.
 
 An annotation Labels layer is linked to its image through its metadata
-(``layer.metadata["spoco"]``: image name, axes, background id, whether to
-train on it), so the link survives re-ordering, saving and re-opening.
+(``layer.metadata["spoco"]``: the image's name and id, axes, background id,
+whether to train on it), so the link survives re-ordering, renaming, saving and
+re-opening; the image keeps its id in its own ``metadata["spoco"]``.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Labels
+from napari.layers import Image, Labels
 from psygnal import Signal
 
 from ..core.annotation import object_ids
@@ -75,10 +77,34 @@ def link_annotation(
     """Record in ``annotation``'s metadata that it annotates ``image`` read as ``axes``."""
     annotation.metadata[METADATA_KEY] = {
         "image": image.name,
+        "image_id": image_identity(image.metadata),
         "axes": axes,
         "background_id": background_id,
         "use": True,
     }
+
+
+def image_identity(metadata: dict) -> str:
+    """Return the id under which annotations find an image, set once in its ``metadata``.
+
+    Links by name alone break when the image is renamed, or when napari renames
+    an opened image because one of the same name is already open ("nuclei [1]").
+    """
+    own = metadata.setdefault(METADATA_KEY, {})
+    return own.setdefault("id", uuid.uuid4().hex)
+
+
+def _linked_image(layers: Any, link: dict) -> Any | None:
+    """Return the image layer ``link`` points to, or None.
+
+    By id, preferring the linked name among layers that share one (a duplicated
+    layer copies its metadata); else by name, for links made before images had ids.
+    """
+    images = [layer for layer in layers if isinstance(layer, Image)]
+    wanted = link.get("image_id")
+    same_id = [i for i in images if wanted and i.metadata.get(METADATA_KEY, {}).get("id") == wanted]
+    named = [i for i in images if i.name == link.get("image")]
+    return next(iter([i for i in same_id if i in named] + same_id + named), None)
 
 
 class SpocoState:
@@ -161,11 +187,12 @@ class SpocoState:
         found = []
         for layer in self.viewer.layers:
             link = layer.metadata.get(METADATA_KEY) if isinstance(layer, Labels) else None
-            if not link or link.get("image") not in self.viewer.layers:
+            image = _linked_image(self.viewer.layers, link) if link else None
+            if image is None:
                 continue
             found.append(
                 Pair(
-                    image=self.viewer.layers[link["image"]],
+                    image=image,
                     annotation=layer,
                     axes=Axes(link["axes"]),
                     background_id=link.get("background_id"),
