@@ -33,6 +33,7 @@ def _run(script, arguments, out):
     [
         ("clustering_speed.py", ["--sizes", "256", "--methods", "mutex_watershed", "hdbscan"]),
         ("pretraining.py", ["--sample", "--quick"]),
+        ("touching.py", ["--quick", "--seeds", "0"]),
     ],
 )
 def test_benchmark_script_runs_and_writes_json(script, arguments, tmp_path):
