@@ -154,7 +154,7 @@ VARIANTS: dict[str, Variant] = {
         iterations=150,
         measured_size=True,
         about="150 steps; each test image at the size the generalist measures in it",
-    ),  # fmt: skip
+    ),
     "generalist_2min": Variant(
         start="nuclei",
         seconds=120.0,

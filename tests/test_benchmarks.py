@@ -47,11 +47,13 @@ def test_accuracy_runs_every_variant_and_writes_plot_and_docs_block(tmp_path):
     report = _run(
         "accuracy.py",
         ["--sample", "--quick", "--plot", str(plot), "--docs", str(docs), "--variants",
-         "spoco", "disc_only", "rf", "otsu", "generalist_zero_shot", "generalist_2min"],
+         "spoco", "disc_only", "rf", "otsu", "generalist_zero_shot", "generalist_2min",
+         "generalist_150_measured"],
         tmp_path / "accuracy.json",
     )  # fmt: skip
     variants = {row["variant"] for row in report["results"]}
-    assert {"spoco", "disc_only", "rf", "otsu", "generalist_zero_shot"} <= variants
+    assert {"spoco", "disc_only", "rf", "otsu", "generalist_zero_shot",
+            "generalist_150_measured"} <= variants  # fmt: skip
     steps = {row["variant"]: row["steps"] for row in report["results"]}
     assert steps["generalist_zero_shot"] == 0 and steps["generalist_2min"] >= 1
     assert {row["setting"] for row in report["results"]} >= {"dense", "spread"}
