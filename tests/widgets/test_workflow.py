@@ -207,6 +207,27 @@ def test_save_and_reload_the_session(panel, paint, qtbot, tmp_path):
     assert viewer.layers["nuclei instances"].data.shape == (512, 512)
 
 
+def test_opening_a_session_keeps_open_layers_that_differ_from_it(panel, paint, tmp_path):
+    """Painting done since the save is not overwritten; the session's layers come beside."""
+    annotation_layer, _ = paint(panel, fraction=0.05)
+    folder = panel.files.save_session(tmp_path / "session")
+    saved = np.array(annotation_layer.data)
+    later = saved.copy()
+    later[:5, :5] = 77  # painted after the save
+    annotation_layer.data = later
+    viewer = panel.viewer
+    assert panel.files.open_session(folder)
+    np.testing.assert_array_equal(viewer.layers[annotation_layer.name].data, later)
+    restored = next(
+        layer for layer in viewer.layers
+        if layer is not annotation_layer and np.array_equal(layer.data, saved)
+    )  # fmt: skip
+    # The image is the same, so it is reused rather than added twice.
+    assert panel.state.pair_for(restored).image is viewer.layers["nuclei"]
+    assert [layer.name for layer in viewer.layers].count("nuclei") == 1
+    assert len([layer for layer in viewer.layers if layer.name.startswith("nuclei [")]) == 0
+
+
 def test_annotations_autosave_and_restore(panel, paint, qtbot):
     annotation_layer, _ = paint(panel)
     worker = panel.files.autosave()

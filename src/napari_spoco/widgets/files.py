@@ -183,25 +183,38 @@ class FilesSection(QWidget):
         except (OSError, ValueError, KeyError, TypeError) as error:
             show_warning(f"Could not open the session: {error}")
             return False
+        # An open layer of the same name is reused only if it holds the same pixels: a
+        # different image, or an annotation painted since, is kept and the session's
+        # layer is added beside it (napari names it "<name> [1]").
+        images: dict[str, Any] = {}
+        kept = []
         for pair in session.pairs:
             placement = pair.layer
-            if pair.image_name not in self.viewer.layers:
-                self.viewer.add_image(
-                    session.images[pair.image_name], name=pair.image_name,
+            pixels = session.images[pair.image_name]
+            image = images.get(pair.image_name)
+            if image is None:
+                image = _open_layer_with(self.viewer, pair.image_name, pixels)
+            if image is None:
+                image = self.viewer.add_image(
+                    pixels, name=pair.image_name,
                     rgb=placement.get("rgb", False), scale=placement.get("image_scale"),
                     translate=placement.get("image_translate"),
                 )  # fmt: skip
+            images[pair.image_name] = image
             annotation = session.annotations[pair.annotation_name]
-            if pair.annotation_name in self.viewer.layers:
-                self.viewer.layers[pair.annotation_name].data = annotation
-                layer = self.viewer.layers[pair.annotation_name]
-            else:
+            layer = _open_layer_with(self.viewer, pair.annotation_name, annotation)
+            if layer is None:
+                kept += [pair.annotation_name] if pair.annotation_name in self.viewer.layers else []
                 layer = self.viewer.add_labels(
                     annotation, name=pair.annotation_name, scale=placement.get("scale"),
                     translate=placement.get("translate"),
                 )  # fmt: skip
-            image = self.viewer.layers[pair.image_name]
             link_annotation(layer, image, pair.axes, background_id=pair.background_id)
+        if kept:
+            show_info(
+                f"Kept the open layer(s) {', '.join(kept)}: they differ from the session's, "
+                "which were added beside them."
+            )
         self.state.pairs_changed.emit()
         self.state.load(
             session.checkpoint, path=Path(folder) / "model.pt" if session.checkpoint else None
@@ -247,3 +260,17 @@ class FilesSection(QWidget):
             show_info(f"No autosaved session in {root}.")
             return False
         return self.open_session(candidates[-1])
+
+
+def _open_layer_with(viewer: napari.viewer.Viewer, name: str, data: np.ndarray) -> Any | None:
+    """Return the open layer called ``name`` if it holds exactly ``data``, else None.
+
+    Lazy (dask, zarr) layers are not read to compare: they count as different.
+    """
+    if name not in viewer.layers:
+        return None
+    layer = viewer.layers[name]
+    current = layer.data
+    if not isinstance(current, np.ndarray) or current.shape != np.shape(data):
+        return None
+    return layer if np.array_equal(current, data) else None
