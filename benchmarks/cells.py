@@ -104,14 +104,24 @@ def paint(truth: list[np.ndarray], name: str, seed: int) -> Annotation:
     return Annotation(name, seed, objects, background_strokes(truth, objects, seed))
 
 
-def _iou(mask: np.ndarray, truth: np.ndarray) -> float:
+def mask_iou(mask: np.ndarray, truth: np.ndarray) -> float:
+    """IoU of two boolean masks (1 when both are empty)."""
     union = np.logical_or(mask, truth).sum()
     return float(np.logical_and(mask, truth).sum() / union) if union else 1.0
 
 
+def separate_inside(prediction, true_mask: np.ndarray, seed: int = 0) -> np.ndarray:  # noqa: ANN001
+    """Cluster the embeddings inside ``true_mask``: what separation gives with a perfect mask."""
+    from napari_spoco.core.clustering import segment
+
+    return segment(
+        prediction.embeddings, "mutex_watershed", true_mask,
+        delta_v=prediction.delta_v, delta_d=2 * prediction.delta_d, seed=seed,
+    )  # fmt: skip
+
+
 def score_spoco(trainer, test: list, scale: float, seed: int, methods: list[str]) -> dict:  # noqa: ANN001
     """Every stage's score on the test images, at the work scale, scored at full resolution."""
-    from napari_spoco.core.clustering import segment
     from napari_spoco.core.config import SegmentConfig
     from napari_spoco.core.metrics import evaluate
     from napari_spoco.core.prediction import predict
@@ -139,14 +149,10 @@ def score_spoco(trainer, test: list, scale: float, seed: int, methods: list[str]
             scores[f"ap50_{method}"] = result["ap50"]
             if method == SegmentConfig().method:  # the product's default: every score
                 scores.update({k: result[k] for k in SCORES})
-        true_mask = _baselines.work_labels(truth, scale) > 0
-        separated = segment(
-            prediction.embeddings, "mutex_watershed", true_mask,
-            delta_v=prediction.delta_v, delta_d=2 * prediction.delta_d, seed=seed,
-        )  # fmt: skip
+        separated = separate_inside(prediction, _baselines.work_labels(truth, scale) > 0, seed)
         scores["separation"] = evaluate(truth, full(separated))["ap50"]
         head = (prediction.foreground > 0.5).astype(np.uint32)
-        scores["fg_iou"] = _iou(full(head) > 0, truth > 0)
+        scores["fg_iou"] = mask_iou(full(head) > 0, truth > 0)
         per_image.append(scores)
     return {key: float(np.mean([s[key] for s in per_image])) for key in per_image[0]}
 

@@ -33,6 +33,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _data import BACKGROUND_ID, print_table, write_json  # noqa: E402
+from cells import mask_iou, separate_inside  # noqa: E402
 
 from napari_spoco.core.recipe import NEW_MODEL_LR, NEW_NETWORK_ITERATIONS  # noqa: E402
 
@@ -106,7 +107,6 @@ def run(arm: str, seed: int, quick: bool) -> dict:
         keep_fraction_of_objects,
         simulate_background_scribbles,
     )
-    from napari_spoco.core.clustering import segment
     from napari_spoco.core.config import SegmentConfig
     from napari_spoco.core.metrics import average_precision
     from napari_spoco.core.prediction import predict
@@ -132,10 +132,7 @@ def run(arm: str, seed: int, quick: bool) -> dict:
     trainer.run()
     seconds = time.perf_counter() - began
     prediction = predict(trainer.model, image, loss=config.loss, object_scale=config.object_scale)
-    inside_truth = segment(
-        prediction.embeddings, "mutex_watershed", truth > 0,
-        delta_v=prediction.delta_v, delta_d=2 * prediction.delta_d,
-    )  # fmt: skip
+    inside_truth = separate_inside(prediction, truth > 0)
     cores = SegmentConfig().seed_threshold
     with_cores = (
         split_at_cores(inside_truth, prediction.distance, cores)
@@ -143,7 +140,6 @@ def run(arm: str, seed: int, quick: bool) -> dict:
         else inside_truth
     )
     instances = segment_prediction(prediction)
-    mask, true_mask = prediction.foreground > 0.5, truth > 0
     return {
         "arm": arm,
         "seed": seed,
@@ -154,7 +150,7 @@ def run(arm: str, seed: int, quick: bool) -> dict:
         "fit_seconds": seconds,
         "ap50": average_precision(truth, instances),
         "instances": int(len(np.unique(instances)) - 1),
-        "fg_iou": float((mask & true_mask).sum() / max(1, (mask | true_mask).sum())),
+        "fg_iou": mask_iou(prediction.foreground > 0.5, truth > 0),
         "separation": average_precision(truth, inside_truth),
         "separation_cores": average_precision(truth, with_cores),
     }
