@@ -54,6 +54,7 @@ from accuracy import (  # noqa: E402
 )
 
 from napari_spoco.core.clustering_methods import CLUSTERING_METHODS, METHODS  # noqa: E402
+from napari_spoco.core.recipe import NEW_MODEL_LR  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 #: SPOCO runs by arm name: where training starts, and the candidate changes for touching
@@ -65,6 +66,12 @@ SPOCO_ARMS = {
         start="nuclei",
         loss={"ring_width": 0},
         about="no negatives in a ring around painted cells: where cells touch, it is a cell",
+    ),
+    "nuclei, objects touch": Variant(
+        start="nuclei",
+        loss={"ring_width": 0},
+        learning_rate=NEW_MODEL_LR,
+        about="'Objects touch: yes': no ring, and the touching recipe's learning rate",
     ),
 }
 #: Painted images and cells per image, by annotation name.

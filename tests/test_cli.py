@@ -11,7 +11,7 @@ from skimage.io import imread
 
 from napari_spoco.cli import main
 from napari_spoco.core.checkpoint import load_checkpoint
-from napari_spoco.core.recipe import MODEL_PRESETS
+from napari_spoco.core.recipe import MODEL_PRESETS, NEW_MODEL_LR, TOUCHING_ITERATIONS
 
 
 def test_headless_demo_runs_the_panel_and_writes_screenshot_and_instances(tmp_path):
@@ -811,8 +811,11 @@ def test_train_starts_from_the_nuclei_generalist_unless_told_otherwise(data, tmp
     assert load_checkpoint(tmp_path / "new.pt").step == 2
 
 
-def test_train_defaults_follow_the_recipe_and_measure_the_painted_objects(tmp_path, monkeypatch):
-    """150 steps to fine-tune, 1000 for a new network; a 100 px object trains below scale 1."""
+def test_train_defaults_follow_the_recipe_and_measure_the_painted_objects(
+    tmp_path, monkeypatch, caplog
+):
+    """150 steps to fine-tune, 1000 for a new network and where objects touch; a 100 px
+    object trains below scale 1."""
     from napari_spoco.cli import training
     from napari_spoco.core.training import TrainResult
 
@@ -835,12 +838,22 @@ def test_train_defaults_follow_the_recipe_and_measure_the_painted_objects(tmp_pa
     assert main([*train, "--from", "scratch"]) == 0
     assert [config.iterations for config in configs] == [150, 1000]
     assert all(0.2 < config.object_scale < 0.3 for config in configs)  # 24 px / 100 px
-    # The two discs do not touch: the ring of negatives stays, unless the user says they do.
+    # The two discs do not touch: the ring of negatives stays and fine-tuning keeps its
+    # tenth of the learning rate, unless the user says they touch.
     assert main([*train, "--objects-touch", "yes"]) == 0
     assert [config.loss.ring_width for config in configs] == [2, 2, 0]
+    assert [config.learning_rate for config in configs] == [None, None, NEW_MODEL_LR]
+    assert configs[-1].iterations == TOUCHING_ITERATIONS
     labels[70:90, 130:140] = 3  # painted against disc 1: now painted objects share a border
     tifffile.imwrite(tmp_path / "big_ann.tif", labels)
-    assert main(train) == 0 and configs[-1].loss.ring_width == 0
+    caplog.clear()
+    with caplog.at_level("INFO", logger="napari_spoco"):
+        assert main(train) == 0
+    touching = configs[-1]
+    assert touching.loss.ring_width == 0 and touching.iterations == TOUCHING_ITERATIONS
+    first_line = caplog.records[0].getMessage()
+    assert f"{TOUCHING_ITERATIONS} steps" in first_line and "learning rate 0.001" in first_line
+    assert "objects touch (from the painting" in first_line
 
 
 # --------------------------------------------------------------------------- nothing lost

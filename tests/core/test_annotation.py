@@ -52,10 +52,9 @@ def test_keep_fraction_of_objects_keeps_whole_objects():
         assert (kept == i).sum() == (labels == i).sum()
 
 
-def test_touching_painted_objects_are_detected_and_drop_the_ring_of_negatives():
+def test_touching_painted_objects_are_detected_unless_the_user_says_otherwise():
     from napari_spoco.core.annotation import touching_fraction
-    from napari_spoco.core.config import LossConfig
-    from napari_spoco.core.recipe import ring_width
+    from napari_spoco.core.recipe import touching_objects
 
     apart = np.zeros((12, 12), int)
     apart[2:5, 2:5], apart[7:10, 7:10] = 1, 2
@@ -67,7 +66,7 @@ def test_touching_painted_objects_are_detected_and_drop_the_ring_of_negatives():
     assert touching_fraction([apart, touching]) == 2 / 5
     assert touching_fraction([strokes], background_id=9) == 0
     assert touching_fraction([touching[None]]) == 2 / 3  # 3D: any axis counts
-    assert ring_width([apart]) == LossConfig.ring_width and ring_width([touching]) == 0
-    assert ring_width([apart, touching]) == LossConfig.ring_width  # 2 of 5: below half
-    assert ring_width([apart], objects_touch=True) == 0
-    assert ring_width([touching], objects_touch=False) == LossConfig.ring_width
+    assert not touching_objects([apart]) and touching_objects([touching])
+    assert not touching_objects([apart, touching])  # 2 of 5: below half
+    assert touching_objects([apart], told=True)
+    assert not touching_objects([touching], told=False)

@@ -7,7 +7,9 @@ from napari_spoco.core.checkpoint import Checkpoint
 from napari_spoco.core.config import REFERENCE_DIAMETER, TrainConfig
 from napari_spoco.core.recipe import (
     FINE_TUNE_ITERATIONS,
+    NEW_MODEL_LR,
     NEW_NETWORK_ITERATIONS,
+    TOUCHING_ITERATIONS,
     model_config_for,
     train_config,
 )
@@ -53,13 +55,23 @@ def test_dense_pretraining_and_projection_rules():
     assert not train_config([], spatial_dims=2, channels=1).model.bottleneck_projection
 
 
-def test_touching_objects_lose_the_ring_and_a_given_ring_wins():
+def test_touching_objects_lose_the_ring_and_train_longer_at_a_new_networks_rate():
     touching = np.zeros((64, 64), np.int32)
     touching[10:30, 10:30], touching[10:30, 30:50] = 1, 2
-    assert train_config([touching], spatial_dims=2, channels=1).loss.ring_width == 0
-    apart = train_config([_discs(12)], spatial_dims=2, channels=1).loss.ring_width
-    assert apart > 0
-    assert train_config([touching], spatial_dims=2, channels=1, ring=4).loss.ring_width == 4
+    tuned = train_config([touching], spatial_dims=2, channels=1, start=_start())
+    assert tuned.loss.ring_width == 0
+    assert tuned.iterations == TOUCHING_ITERATIONS and tuned.learning_rate == NEW_MODEL_LR
+    apart = train_config([_discs(12)], spatial_dims=2, channels=1, start=_start())
+    assert apart.loss.ring_width > 0
+    assert apart.iterations == FINE_TUNE_ITERATIONS and apart.learning_rate is None
+    # The user's word and settings win over the painting's.
+    told = train_config([touching], spatial_dims=2, channels=1, start=_start(), objects_touch=False)
+    assert told.loss.ring_width > 0 and told.iterations == FINE_TUNE_ITERATIONS
+    chosen = train_config(
+        [touching], spatial_dims=2, channels=1, start=_start(), ring=4, iterations=7,
+        learning_rate=2e-4,
+    )  # fmt: skip
+    assert (chosen.loss.ring_width, chosen.iterations, chosen.learning_rate) == (4, 7, 2e-4)
 
 
 def test_a_start_that_cannot_read_the_images_is_refused():

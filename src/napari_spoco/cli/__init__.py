@@ -65,8 +65,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--from", dest="from_model", metavar="MODEL",
         help="start from this model: a built-in name (nuclei), a .pt file or a bioimage.io "
-        "package, learning rate ÷10; 'scratch' builds a new network (default: the built-in "
-        "model that reads such images, else a new network)",
+        "package, learning rate ÷10 unless objects touch; 'scratch' builds a new network "
+        "(default: the built-in model that reads such images, else a new network)",
     )  # fmt: skip
     train.add_argument(
         "--dense", action="store_true",
@@ -89,9 +89,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="label value of background scribbles (default: none)",
     )  # fmt: skip
     train.add_argument(
-        "--objects-touch", choices=("auto", "yes", "no"), default="auto",
-        help="whether objects touch, so that pixels next to a painted object may be another "
-        "object, not background (default: auto, from painted objects that share a border)",
+        "--objects-touch", choices=tuple(training.OBJECTS_TOUCH_CHOICES), default="auto",
+        help="whether objects touch: then pixels next to a painted object may be another "
+        "object, not background, and training runs longer (default: auto, from painted "
+        "objects that share a border)",
     )  # fmt: skip
     _add_extensions(train)
     train.set_defaults(handler=training.train)

@@ -71,10 +71,11 @@ def _train(args: argparse.Namespace, *, pretraining: bool) -> None:
         origin = f", starting from {start}"
     else:
         origin = ", from a new network"
+    touching = "" if pretraining or dense or resume else _touching_note(args, labels)
     logger.info(
-        "%s on %d image(s) for %d steps on %s, learning rate %g, object scale %s%s",
+        "%s on %d image(s) for %d steps on %s, learning rate %g, object scale %s%s%s",
         what, len(images), config.iterations, trainer.device, trainer.learning_rate,
-        "per image" if dense else f"{config.object_scale:.3g}", origin,
+        "per image" if dense else f"{config.object_scale:.3g}", origin, touching,
     )  # fmt: skip
     for warning in training_warnings(trainer.config, labels, scales):
         logger.warning("warning: %s", warning)
@@ -86,6 +87,22 @@ def _train(args: argparse.Namespace, *, pretraining: bool) -> None:
             "and --resume"
         )
     logger.info("wrote %s and its training history", out)
+
+
+#: ``--objects-touch`` choices as the recipe's ``objects_touch``: None lets the painting say.
+OBJECTS_TOUCH_CHOICES = {"auto": None, "yes": True, "no": False}
+
+
+def _touching_note(args: argparse.Namespace, labels: Sequence[np.ndarray]) -> str:
+    """Say in the first line when the recipe treats the objects as touching, and why."""
+    from ..core.recipe import touching_objects
+
+    told = OBJECTS_TOUCH_CHOICES[args.objects_touch]
+    background = args.background_id
+    if not touching_objects(labels, background_id=background, told=told):
+        return ""
+    why = "--objects-touch yes" if told else "from the painting; --objects-touch no if not"
+    return f", objects touch ({why})"
 
 
 def _start_model(args: argparse.Namespace, dims: int, channels: int) -> str | None:
@@ -164,12 +181,12 @@ def _train_config(args, dims, channels, checkpoint, pretraining, labels):
     extensions = {
         n: getattr(args, n) for n in _EXTENSION_FLAGS if getattr(args, n, None) is not None
     }
-    touch = getattr(args, "objects_touch", "auto")
+    touch = OBJECTS_TOUCH_CHOICES[getattr(args, "objects_touch", "auto")]
     return train_config(
         labels, spatial_dims=dims, channels=channels, start=checkpoint,
         size=args.size or "medium", heads=not args.no_heads, anisotropic_pooling=not args.isotropic,
         object_diameter=args.object_size, background_id=getattr(args, "background_id", None),
-        objects_touch={"auto": None, "yes": True, "no": False}[touch], loss=extensions,
+        objects_touch=touch, loss=extensions,
         dense=getattr(args, "dense", False), pretraining=pretraining, iterations=args.iterations,
         patch_shape=args.patch, batch_size=args.batch_size, learning_rate=args.lr,
         seed=args.seed, invert_probability=args.random_invert, report_every=args.log_every,

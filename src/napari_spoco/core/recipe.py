@@ -34,10 +34,11 @@ __all__ = [
     "default_learning_rate",
     "model_config_for",
     "TOUCHING_FRACTION",
+    "TOUCHING_ITERATIONS",
     "pretraining_loss",
-    "ring_width",
     "train_config",
     "training_warnings",
+    "touching_objects",
 ]
 
 #: Network sizes offered by the GUI and the CLI (``--size``): depth and width of the U-Net.
@@ -100,44 +101,52 @@ NEW_NETWORK_ITERATIONS = 1000
 #: painting says "objects touch": a few neighbours among sparsely painted nuclei (4 of 12
 #: in the bundled sample's 10 %) do not, a user painting cells side by side does.
 TOUCHING_FRACTION = 0.5
+#: Steps of a run on touching objects, from any start, at a new network's learning rate.
+#: A trained model's embedding puts a cluster of touching cells together, and 150 steps
+#: at a tenth of the rate do not undo it (synthetic touching cells: AP@0.5 0.10 against
+#: 0.53 for 1000 steps at 1e-3; docs/benchmarks.md, "A synthetic scene").
+TOUCHING_ITERATIONS = 1000
 
 
-def default_iterations(fine_tune: bool) -> int:
-    """Return the steps of a run: fewer when it starts from a trained model.
+def touching_objects(
+    annotations: Sequence[ArrayLike],
+    *,
+    background_id: int | None = None,
+    told: bool | None = None,
+) -> bool:
+    """Whether the objects touch: what the user ``told``, else what the painting says.
+
+    Touching cells painted side by side meet edge to edge; nuclei painted apart
+    rarely do. The painting says "touch" when at least :data:`TOUCHING_FRACTION`
+    of the painted objects border another painted object.
+    """
+    if told is not None:
+        return told
+    return touching_fraction(annotations, background_id=background_id) >= TOUCHING_FRACTION
+
+
+def default_iterations(fine_tune: bool, objects_touch: bool = False) -> int:
+    """Return the steps of a run: fewer from a trained model, unless objects touch.
 
     Examples
     --------
     >>> default_iterations(fine_tune=True), default_iterations(fine_tune=False)
     (150, 1000)
+    >>> default_iterations(fine_tune=True, objects_touch=True)
+    1000
     """
+    if objects_touch:
+        return TOUCHING_ITERATIONS
     return FINE_TUNE_ITERATIONS if fine_tune else NEW_NETWORK_ITERATIONS
 
 
-def default_learning_rate(fine_tune: bool) -> float:
-    """Return the peak learning rate of a run: a tenth when it starts from a trained model."""
-    return FINE_TUNE_LR if fine_tune else NEW_MODEL_LR
+def default_learning_rate(fine_tune: bool, objects_touch: bool = False) -> float:
+    """Return the peak learning rate of a run: a tenth from a trained model, unless objects touch.
 
-
-def ring_width(
-    annotations: Sequence[ArrayLike],
-    *,
-    background_id: int | None = None,
-    objects_touch: bool | None = None,
-) -> int:
-    """Return the width of the ring of negatives around painted objects: none where they touch.
-
-    The heads take the unpainted pixels next to a painted object as
-    background. Where objects touch, those pixels are often another object, so
-    those labels are wrong. On touching phase-contrast cells, dropping the ring
-    changed the foreground IoU within the seed spread (0.41 ± 0.08 against
-    0.38 ± 0.04; docs/benchmarks.md, "Objects that are not nuclei").
-    ``objects_touch`` None decides from the painting: they touch when at least
-    :data:`TOUCHING_FRACTION` of the painted objects border another one.
+    Separating touching objects means moving a trained embedding a long way, which
+    a tenth of the rate does not do within the run (see :data:`TOUCHING_ITERATIONS`).
     """
-    if objects_touch is None:
-        fraction = touching_fraction(annotations, background_id=background_id)
-        objects_touch = fraction >= TOUCHING_FRACTION
-    return 0 if objects_touch else LossConfig.ring_width
+    return FINE_TUNE_LR if fine_tune and not objects_touch else NEW_MODEL_LR
 
 
 def pretraining_loss(loss: LossConfig | None = None) -> LossConfig:
@@ -182,12 +191,19 @@ def train_config(
     * scale: ``object_diameter``, else the painted objects' median diameter, is
       brought to the network's reference size; else the start model's scale.
       ``dense`` labels give each image its own scale (``scale_per_image``);
-    * ring of negatives: ``ring`` if given, else :func:`ring_width` (none where
-      objects touch);
+    * whether objects touch: ``objects_touch``, else the painting says
+      (:func:`touching_objects`). Where they touch, the pixels next to a painted
+      object are often another object, so there is no ring of negatives
+      around painted objects (unless ``ring`` says otherwise; on phase-contrast
+      cells dropping it changed the foreground IoU within the seed spread), and
+      the run is longer and faster (:func:`default_iterations`,
+      :func:`default_learning_rate`);
     * dense labels leave no unannotated pixel, so the consistency term is off;
       ``pretraining`` keeps only it (:func:`pretraining_loss`);
     * steps and peak learning rate: the recipe's for a fine-tuning or a new run,
-      unless ``iterations`` / ``settings["learning_rate"]`` say otherwise.
+      unless ``iterations`` / ``settings["learning_rate"]`` say otherwise. A
+      learning rate left to the recipe stays None unless objects touch: the
+      trainer then picks it by its start.
 
     ``loss`` holds other :class:`LossConfig` fields (weights, margins);
     ``settings`` other :class:`TrainConfig` fields (batch size, seed...).
@@ -217,8 +233,11 @@ def train_config(
             annotations, diameter=object_diameter, background_id=background_id
         )
         scale = scale if measured is None else measured
+    touching = touching_objects(annotations, background_id=background_id, told=objects_touch)
     if ring is None:
-        ring = ring_width(annotations, background_id=background_id, objects_touch=objects_touch)
+        ring = 0 if touching else LossConfig.ring_width
+    if touching and settings.get("learning_rate") is None:
+        settings["learning_rate"] = default_learning_rate(start is not None, objects_touch=True)
     choices = LossConfig(
         **{**margins, "background_id": background_id, "ring_width": ring, **(loss or {})}
     )
@@ -231,7 +250,9 @@ def train_config(
     return TrainConfig(
         model=model,
         loss=choices,
-        iterations=default_iterations(start is not None) if iterations is None else iterations,
+        iterations=(
+            default_iterations(start is not None, touching) if iterations is None else iterations
+        ),
         patch_shape=tuple(patch_shape or DEFAULT_PATCH_SHAPE[spatial_dims]),
         object_scale=scale,
         scale_per_image=dense,

@@ -121,13 +121,14 @@ LOSS_SETTINGS: dict[str, Setting] = _listed(
 TRAIN_SETTINGS: dict[str, Setting] = _listed(
     Setting(
         "iterations", "Iterations", 1, 1_000_000, 50,
-        "Training steps for this run; it follows the recipe for the chosen start (fewer to "
-        "fine-tune a model than for a new network) until you change it. Press Train again "
-        "to continue from where it stopped.",
+        "Training steps for this run; it follows the recipe for the chosen start and your "
+        "painting (fewer to fine-tune a model than for a new network, more where objects "
+        "touch) until you change it. Press Train again to continue from where it stopped.",
     ),
     Setting(
         "learning_rate", "Learning rate", 0.0, 1.0, 1e-4,
-        "Adam learning rate; 'auto' is 1e-3 for a new network and 1e-4 for fine-tuning.",
+        "Adam learning rate; 'auto' is 1e-3 for a new network and where objects touch, "
+        "and 1e-4 for fine-tuning.",
         special="auto", decimals=6,
     ),
     Setting("batch_size", "Batch size", 1, 64, 1, "Patches per training step."),

@@ -20,6 +20,7 @@ from psygnal import Signal
 from ..core.annotation import object_ids
 from ..core.axes import Axes, nonempty_frames
 from ..core.image import check_image_values
+from ..core.recipe import touching_objects
 
 if TYPE_CHECKING:
     import napari
@@ -47,6 +48,14 @@ class Pair:
     def object_count(self) -> int:
         """Annotated objects (background scribbles excluded)."""
         return len(object_ids(self.annotation.data, background_id=self.background_id))
+
+    def painted_objects(self) -> list[np.ndarray]:
+        """Return the annotation's painted frames, objects only (background scribbles as 0)."""
+        labels = np.asarray(self.annotation.data)
+        frames = [labels if t is None else labels[t] for t in nonempty_frames(labels, self.axes)]
+        if self.background_id is None:
+            return frames
+        return [np.where(frame == self.background_id, 0, frame) for frame in frames]
 
 
 @dataclass(frozen=True)
@@ -212,6 +221,14 @@ class SpocoState:
         napari's public-API proxies, a new proxy object at every access.
         """
         return next((p for p in self.pairs() if p.annotation == annotation), None)
+
+    def painting_says_touch(self) -> bool:
+        """Whether the objects painted in the pairs in use touch, by the recipe's rule.
+
+        Reads the annotations only, so that it can follow every stroke.
+        """
+        frames = [frame for p in self.pairs() if p.use for frame in p.painted_objects()]
+        return touching_objects(frames)
 
     def training_data(self) -> TrainingData:
         """Copy the annotated frames of every pair in use.

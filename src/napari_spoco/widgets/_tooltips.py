@@ -5,6 +5,8 @@ the command line's help shares. Kept in one place so wording stays consistent; a
 test checks that every control of the panel has one.
 """
 
+from ..core.recipe import TOUCHING_FRACTION
+
 TOOLTIPS: dict[str, str] = {
     # Annotate
     "image": "The image to annotate and train on.",
@@ -43,8 +45,10 @@ TOOLTIPS: dict[str, str] = {
     "patch_depth": "Depth (Z) of the training patches for 3D images.",
     "objects_touch": (
         "Whether your objects touch each other (cells in a sheet, tissue). Then the pixels "
-        "next to a painted object may be another object, and are not taught as background. "
-        "'auto' decides from your painting: painted objects that share a border."
+        "next to a painted object may be another object, and are not taught as background, "
+        "and training runs longer to separate them. 'auto' decides from your painting: "
+        f"they touch when {TOUCHING_FRACTION:.0%} of the painted objects share a border "
+        "with another."
     ),
     "triplet_on": (
         "Apply the triplet term to the embedding, or to a projection of the deepest "

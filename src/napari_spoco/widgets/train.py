@@ -99,6 +99,8 @@ class TrainSection(QWidget):
         self._pacer = Pacer(self)
         state.model_changed.connect(self._show_model)
         state.annotations_edited.connect(self._annotations_edited)
+        state.annotations_edited.connect(self._painting_changed)
+        state.pairs_changed.connect(self._painting_changed)
         self.settings.device_box.currentTextChanged.connect(self._device_changed)
         self.settings.size_box.currentTextChanged.connect(self._network_chosen)
         self._device_changed(self.settings.device_box.currentText())
@@ -310,6 +312,10 @@ class TrainSection(QWidget):
         except (ValueError, TypeError):
             return  # e.g. the only object was erased: keep training on the last good data
         self._inbox.post_data(data.images, data.annotations, channel_axis=data.axes.channel_axis)
+
+    def _painting_changed(self) -> None:
+        """Let the recipe's steps follow the painting (more where painted objects touch)."""
+        self.settings.follow_recipe(painting_touches=self.state.painting_says_touch())
 
     # ------------------------------------------------------------------ preview region
     @qdebounced(timeout=400)

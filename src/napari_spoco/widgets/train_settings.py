@@ -18,7 +18,13 @@ from ..core.checkpoint import Checkpoint
 from ..core.config import LossConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.pretrained import BUILTIN_MODELS
-from ..core.recipe import DEFAULT_PATCH_SHAPE, MODEL_PRESETS, default_iterations, train_config
+from ..core.recipe import (
+    DEFAULT_PATCH_SHAPE,
+    MODEL_PRESETS,
+    NEW_MODEL_LR,
+    default_iterations,
+    train_config,
+)
 from ..core.settings import LOSS_SETTINGS, TRAIN_SETTINGS, choices_of
 from ._forms import setting_box, values_of
 from ._state import TrainingData
@@ -29,8 +35,10 @@ __all__ = ["FROM_FILE", "TrainSettings"]
 #: Network choice that asks for a model file to fine-tune.
 FROM_FILE = "fine-tune a model file…"
 
-#: Choices of "Objects touch": decide from the painting, or say so.
-_OBJECTS_TOUCH = {"auto (from the painting)": None, "yes": True, "no": False}
+#: Choices of "Objects touch", by index: decide from the painting (the first, whose text
+#: shows what the painting says), or say so.
+_OBJECTS_TOUCH = (None, True, False)
+_AUTO_TOUCH = "auto (painting: {})"
 
 
 def _spin(
@@ -75,10 +83,13 @@ class TrainSettings(QWidget):
             name: setting_box(setting, None if name == "ring_width" else getattr(loss, name))
             for name, setting in LOSS_SETTINGS.items()
         }
-        # Starts on the built-in generalist (the first choice): a fine-tuning run.
+        # Starts on the built-in generalist (the first choice): a fine-tuning run, on a
+        # painting that does not (yet) say objects touch.
+        self._fine_tune, self._painting_touches = True, False
         self._recipe_iterations = default_iterations(fine_tune=True)
         self.iterations = self.train_boxes["iterations"]
         self.iterations.value = self._recipe_iterations
+        self.learning_rate = self.train_boxes["learning_rate"]
         self.delta_v, self.delta_d = self.loss_boxes["delta_v"], self.loss_boxes["delta_d"]
         self.triplet_on = ComboBox(
             choices=choices_of(LossConfig, "triplet_on"), value=loss.triplet_on,
@@ -89,17 +100,17 @@ class TrainSettings(QWidget):
         self.object_diameter = _spin(0, 0, 10_000, decimals=1)
         self.object_diameter.setSpecialValueText("auto")
         self.objects_touch = QComboBox()
-        self.objects_touch.addItems(list(_OBJECTS_TOUCH))
+        self.objects_touch.addItems([_AUTO_TOUCH.format("apart"), "yes", "no"])
+        self.objects_touch.currentIndexChanged.connect(lambda _: self.follow_recipe())
         self.preview_every = _spin(5, 0, 600, decimals=1)
         self.segment_when_done = QCheckBox("Segment the image when training ends")
         self.segment_when_done.setChecked(True)
-        learning_rate = self.train_boxes["learning_rate"]
         basic = QFormLayout()
         for label, key, widget in (
             ("Network", "model_choice", self.size_box),
             ("Device", "device", self.device_box),
             (self.iterations.label, "iterations", self.iterations.native),
-            (learning_rate.label, "learning_rate", learning_rate.native),
+            (self.learning_rate.label, "learning_rate", self.learning_rate.native),
             ("Object diameter", "object_diameter", self.object_diameter),
             ("Objects touch", "objects_touch", self.objects_touch),
             ("Preview every (s)", "preview_every", self.preview_every),
@@ -158,18 +169,36 @@ class TrainSettings(QWidget):
             size=self.network_size(),
             object_diameter=self.object_diameter.value() or None,
             background_id=data.background_id,
-            objects_touch=_OBJECTS_TOUCH[self.objects_touch.currentText()],
+            objects_touch=_OBJECTS_TOUCH[self.objects_touch.currentIndex()],
             ring=loss.pop("ring_width"),
             loss={**loss, "triplet_on": self.triplet_on.value},
             patch_shape=(self.patch_depth.value(), patch, patch) if is_3d else (patch, patch),
             **train,
         )
 
-    def follow_recipe(self, *, fine_tune: bool) -> None:
-        """Set the iterations to the recipe's for this start, unless the user changed them."""
+    def follow_recipe(
+        self, *, fine_tune: bool | None = None, painting_touches: bool | None = None
+    ) -> None:
+        """Show the recipe's steps for this start and painting, unless the user changed them.
+
+        ``None`` keeps what was last said. Where objects touch, the recipe also
+        raises the learning rate left at "auto" to a new network's; the box says so.
+        """
+        if fine_tune is not None:
+            self._fine_tune = fine_tune
+        if painting_touches is not None:
+            self._painting_touches = painting_touches
+            said = "they touch" if painting_touches else "apart"
+            self.objects_touch.setItemText(0, _AUTO_TOUCH.format(said))
+        told = _OBJECTS_TOUCH[self.objects_touch.currentIndex()]
+        touching = self._painting_touches if told is None else told
+        iterations = default_iterations(self._fine_tune, touching)
         if self.iterations.value == self._recipe_iterations:
-            self.iterations.value = default_iterations(fine_tune)
-        self._recipe_iterations = default_iterations(fine_tune)
+            self.iterations.value = iterations
+        self._recipe_iterations = iterations
+        auto = TRAIN_SETTINGS["learning_rate"].special
+        shown = f"{auto} ({NEW_MODEL_LR:g}: objects touch)" if touching else auto
+        self.learning_rate.native.setSpecialValueText(shown)
 
     def show_margins(self, trained: LossConfig | None) -> None:
         """Show the margins the next training uses: a trained model's own, else the defaults.
