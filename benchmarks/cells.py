@@ -71,7 +71,7 @@ SPOCO_ARMS = {
         start="nuclei",
         loss={"ring_width": 0},
         learning_rate=NEW_MODEL_LR,
-        about="'Objects touch: yes': no ring, and the touching recipe's learning rate",
+        about="no ring and a new network's learning rate: the first touching recipe, kept out",
     ),
 }
 #: Painted images and cells per image, by annotation name.

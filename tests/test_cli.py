@@ -11,7 +11,7 @@ from skimage.io import imread
 
 from napari_spoco.cli import main
 from napari_spoco.core.checkpoint import load_checkpoint
-from napari_spoco.core.recipe import MODEL_PRESETS, NEW_MODEL_LR, TOUCHING_ITERATIONS
+from napari_spoco.core.recipe import MODEL_PRESETS, TOUCHING_ITERATIONS
 
 
 def test_headless_demo_runs_the_panel_and_writes_screenshot_and_instances(tmp_path):
@@ -838,11 +838,10 @@ def test_train_defaults_follow_the_recipe_and_measure_the_painted_objects(
     assert main([*train, "--from", "scratch"]) == 0
     assert [config.iterations for config in configs] == [150, 1000]
     assert all(0.2 < config.object_scale < 0.3 for config in configs)  # 24 px / 100 px
-    # The two discs do not touch: the ring of negatives stays and fine-tuning keeps its
-    # tenth of the learning rate, unless the user says they touch.
+    # The two discs do not touch: the ring of negatives stays and fine-tuning is short,
+    # unless the user says they touch.
     assert main([*train, "--objects-touch", "yes"]) == 0
     assert [config.loss.ring_width for config in configs] == [2, 2, 0]
-    assert [config.learning_rate for config in configs] == [None, None, NEW_MODEL_LR]
     assert configs[-1].iterations == TOUCHING_ITERATIONS
     labels[70:90, 130:140] = 3  # painted against disc 1: now painted objects share a border
     tifffile.imwrite(tmp_path / "big_ann.tif", labels)
@@ -852,7 +851,7 @@ def test_train_defaults_follow_the_recipe_and_measure_the_painted_objects(
     touching = configs[-1]
     assert touching.loss.ring_width == 0 and touching.iterations == TOUCHING_ITERATIONS
     first_line = caplog.records[0].getMessage()
-    assert f"{TOUCHING_ITERATIONS} steps" in first_line and "learning rate 0.001" in first_line
+    assert f"{TOUCHING_ITERATIONS} steps" in first_line and "learning rate 0.0001" in first_line
     assert "objects touch (from the painting" in first_line
 
 

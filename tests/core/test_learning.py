@@ -94,8 +94,8 @@ def test_touching_irregular_cells_painted_sparsely_are_separated_by_the_defaults
     """The recipe's defaults separate touching, elongated cells from a quarter painted.
 
     Measured on this scene (benchmarks/touching.py, seed 0): AP@0.5 0.40 with the
-    touching recipe (0.55 and 0.64 on seeds 1 and 2), 0.21 with the fine-tuning
-    recipe it replaced (150 steps at a tenth of the learning rate; 0.02 and 0.07).
+    touching recipe (0.44 and 0.40 on seeds 1 and 2), 0.21 with the plain
+    fine-tuning recipe it replaced (150 steps; 0.02 and 0.07 on seeds 1 and 2).
     """
     from napari_spoco.core.annotation import simulate_background_scribbles
     from napari_spoco.core.metrics import average_precision

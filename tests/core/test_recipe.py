@@ -7,7 +7,6 @@ from napari_spoco.core.checkpoint import Checkpoint
 from napari_spoco.core.config import REFERENCE_DIAMETER, TrainConfig
 from napari_spoco.core.recipe import (
     FINE_TUNE_ITERATIONS,
-    NEW_MODEL_LR,
     NEW_NETWORK_ITERATIONS,
     TOUCHING_ITERATIONS,
     model_config_for,
@@ -55,12 +54,12 @@ def test_dense_pretraining_and_projection_rules():
     assert not train_config([], spatial_dims=2, channels=1).model.bottleneck_projection
 
 
-def test_touching_objects_lose_the_ring_and_train_longer_at_a_new_networks_rate():
+def test_touching_objects_lose_the_ring_and_train_longer():
     touching = np.zeros((64, 64), np.int32)
     touching[10:30, 10:30], touching[10:30, 30:50] = 1, 2
     tuned = train_config([touching], spatial_dims=2, channels=1, start=_start())
     assert tuned.loss.ring_width == 0
-    assert tuned.iterations == TOUCHING_ITERATIONS and tuned.learning_rate == NEW_MODEL_LR
+    assert tuned.iterations == TOUCHING_ITERATIONS and tuned.learning_rate is None
     apart = train_config([_discs(12)], spatial_dims=2, channels=1, start=_start())
     assert apart.loss.ring_width > 0
     assert apart.iterations == FINE_TUNE_ITERATIONS and apart.learning_rate is None

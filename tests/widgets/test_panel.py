@@ -260,12 +260,8 @@ def test_advanced_settings_reach_the_training_config(panel, paint):
     assert (config.loss.delta_v, config.loss.delta_d) == (0.005, 250.125)
 
 
-def test_iterations_and_learning_rate_follow_a_painting_of_touching_objects(panel, qtbot):
-    from napari_spoco.core.recipe import (
-        FINE_TUNE_ITERATIONS,
-        NEW_MODEL_LR,
-        TOUCHING_ITERATIONS,
-    )
+def test_iterations_follow_a_painting_of_touching_objects(panel, qtbot):
+    from napari_spoco.core.recipe import FINE_TUNE_ITERATIONS, TOUCHING_ITERATIONS
 
     settings = panel.train.settings
     layer = panel.annotate.new_annotation_layer()
@@ -277,15 +273,12 @@ def test_iterations_and_learning_rate_follow_a_painting_of_touching_objects(pane
     layer.data = side_by_side
     qtbot.waitUntil(lambda: settings.iterations.value == TOUCHING_ITERATIONS, timeout=5_000)
     assert settings.objects_touch.currentText() == "auto (painting: they touch)"
-    shown = settings.learning_rate.native.specialValueText()
-    assert shown == f"auto ({NEW_MODEL_LR:g}: objects touch)"
     start = panel.state.loaded_checkpoint
     config = settings.build_config(panel.state.training_data(), start=start)
-    assert config.iterations == TOUCHING_ITERATIONS and config.learning_rate == NEW_MODEL_LR
+    assert config.iterations == TOUCHING_ITERATIONS and config.loss.ring_width == 0
     # The user's word wins over the painting, and steps the user set stay.
     settings.objects_touch.setCurrentText("no")
     assert settings.iterations.value == FINE_TUNE_ITERATIONS
-    assert settings.learning_rate.native.specialValueText() == "auto"
     settings.iterations.value = 40
     settings.objects_touch.setCurrentText("yes")
     assert settings.iterations.value == 40

@@ -65,7 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--from", dest="from_model", metavar="MODEL",
         help="start from this model: a built-in name (nuclei), a .pt file or a bioimage.io "
-        "package, learning rate ÷10 unless objects touch; 'scratch' builds a new network "
+        "package, learning rate ÷10; 'scratch' builds a new network "
         "(default: the built-in model that reads such images, else a new network)",
     )  # fmt: skip
     train.add_argument(

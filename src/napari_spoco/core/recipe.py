@@ -101,10 +101,11 @@ NEW_NETWORK_ITERATIONS = 1000
 #: painting says "objects touch": a few neighbours among sparsely painted nuclei (4 of 12
 #: in the bundled sample's 10 %) do not, a user painting cells side by side does.
 TOUCHING_FRACTION = 0.5
-#: Steps of a run on touching objects, from any start, at a new network's learning rate.
+#: Steps of a run on touching objects, from any start, at the start's usual learning rate.
 #: A trained model's embedding puts a cluster of touching cells together, and 150 steps
-#: at a tenth of the rate do not undo it (synthetic touching cells: AP@0.5 0.10 against
-#: 0.53 for 1000 steps at 1e-3; docs/benchmarks.md, "A synthetic scene").
+#: do not undo it (synthetic touching cells: AP@0.5 0.10 against 0.41 for 1000 steps).
+#: A new network's learning rate (1e-3) scored within about one seed spread of it there
+#: and broke the embedding on phase-contrast cells (docs/benchmarks.md, "A synthetic scene").
 TOUCHING_ITERATIONS = 1000
 
 
@@ -140,13 +141,9 @@ def default_iterations(fine_tune: bool, objects_touch: bool = False) -> int:
     return FINE_TUNE_ITERATIONS if fine_tune else NEW_NETWORK_ITERATIONS
 
 
-def default_learning_rate(fine_tune: bool, objects_touch: bool = False) -> float:
-    """Return the peak learning rate of a run: a tenth from a trained model, unless objects touch.
-
-    Separating touching objects means moving a trained embedding a long way, which
-    a tenth of the rate does not do within the run (see :data:`TOUCHING_ITERATIONS`).
-    """
-    return FINE_TUNE_LR if fine_tune and not objects_touch else NEW_MODEL_LR
+def default_learning_rate(fine_tune: bool) -> float:
+    """Return the peak learning rate of a run: a tenth when it starts from a trained model."""
+    return FINE_TUNE_LR if fine_tune else NEW_MODEL_LR
 
 
 def pretraining_loss(loss: LossConfig | None = None) -> LossConfig:
@@ -196,14 +193,13 @@ def train_config(
       object are often another object, so there is no ring of negatives
       around painted objects (unless ``ring`` says otherwise; on phase-contrast
       cells dropping it changed the foreground IoU within the seed spread), and
-      the run is longer and faster (:func:`default_iterations`,
-      :func:`default_learning_rate`);
+      the run is longer (:func:`default_iterations`);
     * dense labels leave no unannotated pixel, so the consistency term is off;
       ``pretraining`` keeps only it (:func:`pretraining_loss`);
     * steps and peak learning rate: the recipe's for a fine-tuning or a new run,
-      unless ``iterations`` / ``settings["learning_rate"]`` say otherwise. A
-      learning rate left to the recipe stays None unless objects touch: the
-      trainer then picks it by its start.
+      unless ``iterations`` / ``settings["learning_rate"]`` say otherwise (a
+      learning rate left to the recipe stays None: the trainer picks it by its
+      start, :func:`default_learning_rate`).
 
     ``loss`` holds other :class:`LossConfig` fields (weights, margins);
     ``settings`` other :class:`TrainConfig` fields (batch size, seed...).
@@ -236,8 +232,6 @@ def train_config(
     touching = touching_objects(annotations, background_id=background_id, told=objects_touch)
     if ring is None:
         ring = 0 if touching else LossConfig.ring_width
-    if touching and settings.get("learning_rate") is None:
-        settings["learning_rate"] = default_learning_rate(start is not None, objects_touch=True)
     choices = LossConfig(
         **{**margins, "background_id": background_id, "ring_width": ring, **(loss or {})}
     )

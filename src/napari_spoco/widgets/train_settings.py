@@ -18,13 +18,7 @@ from ..core.checkpoint import Checkpoint
 from ..core.config import LossConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.pretrained import BUILTIN_MODELS
-from ..core.recipe import (
-    DEFAULT_PATCH_SHAPE,
-    MODEL_PRESETS,
-    NEW_MODEL_LR,
-    default_iterations,
-    train_config,
-)
+from ..core.recipe import DEFAULT_PATCH_SHAPE, MODEL_PRESETS, default_iterations, train_config
 from ..core.settings import LOSS_SETTINGS, TRAIN_SETTINGS, choices_of
 from ._forms import setting_box, values_of
 from ._state import TrainingData
@@ -181,8 +175,7 @@ class TrainSettings(QWidget):
     ) -> None:
         """Show the recipe's steps for this start and painting, unless the user changed them.
 
-        ``None`` keeps what was last said. Where objects touch, the recipe also
-        raises the learning rate left at "auto" to a new network's; the box says so.
+        ``None`` keeps what was last said.
         """
         if fine_tune is not None:
             self._fine_tune = fine_tune
@@ -196,9 +189,6 @@ class TrainSettings(QWidget):
         if self.iterations.value == self._recipe_iterations:
             self.iterations.value = iterations
         self._recipe_iterations = iterations
-        auto = TRAIN_SETTINGS["learning_rate"].special
-        shown = f"{auto} ({NEW_MODEL_LR:g}: objects touch)" if touching else auto
-        self.learning_rate.native.setSpecialValueText(shown)
 
     def show_margins(self, trained: LossConfig | None) -> None:
         """Show the margins the next training uses: a trained model's own, else the defaults.
