@@ -292,12 +292,14 @@ def test_every_loss_term_has_a_weight_box_and_a_curve(panel):
     weights = {name for name in settings.loss_boxes if name.endswith("_weight")}
     assert weights == {f"{term}_weight" for term in ALL_LOSS_TERMS}
     plot = panel.train.plot
+    plot.set_history([])
+    assert plot.placeholder.get_visible()  # not an empty axis from -0.04 to 0.04
     plot.set_history([
         {"step": step, "loss_total": 1.0, **{f"loss_{t}": 1.0 / step for t in ALL_LOSS_TERMS}}
         for step in (1, 2, 3)
     ])  # fmt: skip
     shown = [term for term, line in plot.lines.items() if line.get_visible()]
-    assert shown == ["total", *ALL_LOSS_TERMS]
+    assert shown == ["total", *ALL_LOSS_TERMS] and not plot.placeholder.get_visible()
     assert all(term in plot.legend.text() for term in ("triplet", "dispersive", "regularizer"))
 
 

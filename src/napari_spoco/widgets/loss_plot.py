@@ -47,6 +47,11 @@ class LossPlot(QWidget):
             term: self.axes.plot([], [], label=term, linewidth=1.6 if term == "total" else 0.9)[0]
             for term in _TERMS
         }
+        # Before any step, an empty plot would show matplotlib's default axis (-0.04 to 0.04).
+        self.placeholder = self.axes.text(
+            0.5, 0.5, "The loss curves appear here while training.", color="#a0a0a0",
+            fontsize=8, ha="center", va="center", transform=self.axes.transAxes,
+        )  # fmt: skip
         # A Qt label, not a matplotlib legend: the legend alone cost ~20 ms per draw.
         self.legend = QLabel()
         self.legend.setWordWrap(True)
@@ -57,6 +62,7 @@ class LossPlot(QWidget):
         layout.addWidget(self.legend)
         self.history: list[dict[str, Any]] = []
         self._drawn_at = 0.0
+        self.draw()
 
     def _style(self) -> None:
         axes = self.axes
@@ -101,6 +107,8 @@ class LossPlot(QWidget):
                 f'<font color="{to_hex(self.lines[t].get_color())}">━</font> {t}' for t in shown
             )
         )
+        self.placeholder.set_visible(not shown)
+        self.axes.tick_params(labelbottom=bool(shown), labelleft=bool(shown))
         self.axes.relim(visible_only=True)
         self.axes.autoscale_view()
         self.canvas.draw_idle()
