@@ -83,7 +83,6 @@ class TrainSettings(QWidget):
         self._recipe_iterations = default_iterations(fine_tune=True)
         self.iterations = self.train_boxes["iterations"]
         self.iterations.value = self._recipe_iterations
-        self.learning_rate = self.train_boxes["learning_rate"]
         self.delta_v, self.delta_d = self.loss_boxes["delta_v"], self.loss_boxes["delta_d"]
         self.triplet_on = ComboBox(
             choices=choices_of(LossConfig, "triplet_on"), value=loss.triplet_on,
@@ -99,12 +98,13 @@ class TrainSettings(QWidget):
         self.preview_every = _spin(5, 0, 600, decimals=1)
         self.segment_when_done = QCheckBox("Segment the image when training ends")
         self.segment_when_done.setChecked(True)
+        learning_rate = self.train_boxes["learning_rate"]
         basic = QFormLayout()
         for label, key, widget in (
             ("Network", "model_choice", self.size_box),
             ("Device", "device", self.device_box),
             (self.iterations.label, "iterations", self.iterations.native),
-            (self.learning_rate.label, "learning_rate", self.learning_rate.native),
+            (learning_rate.label, "learning_rate", learning_rate.native),
             ("Object diameter", "object_diameter", self.object_diameter),
             ("Objects touch", "objects_touch", self.objects_touch),
             ("Preview every (s)", "preview_every", self.preview_every),
