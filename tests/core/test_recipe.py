@@ -47,6 +47,12 @@ def test_dense_pretraining_and_projection_rules():
     dense = train_config([_discs(24)], spatial_dims=2, channels=1, dense=True)
     assert dense.scale_per_image and dense.object_scale == 1.0
     assert dense.loss.consistency_weight == 0 and not dense.loss.sparse
+    # Dense patches show whole images: batch norm learns their statistics, even from a
+    # trained start (kept, a nuclei start left phase-contrast cells' foreground at 4-8x).
+    from_start = train_config([_discs(24)], spatial_dims=2, channels=1, dense=True, start=_start())
+    assert from_start.keep_norm_statistics is False
+    sparse = train_config([_discs(24)], spatial_dims=2, channels=1, start=_start())
+    assert sparse.keep_norm_statistics is None  # the trainer keeps them when fine-tuning
     pre = train_config([], spatial_dims=2, channels=1, pretraining=True)
     assert pre.loss.pull_weight == 0 and pre.loss.consistency_weight == 1
     triplet = {"triplet_weight": 0.5, "triplet_on": "bottleneck"}
