@@ -7,9 +7,11 @@ and scores on the five images of the source's ``val`` split:
 * annotation, one draw per seed, with a user's background strokes in each
   painted image: "20 in 1 image" (20 cells of one random training image) and
   "2 in 10 images" (2 cells in each of 10 random training images);
-* SPOCO as the product trains it, from a new network ("scratch") and from the
-  nuclei generalist ("nuclei"), stopped by the clock: one run per arm, scored
-  after each of ``--minutes`` of training (scoring time not counted; the
+* SPOCO as the product trains it, from a new network ("scratch"), the nuclei
+  generalist ("nuclei") or ``--trained``, a model trained densely on this
+  data's training images ("trained"; see docs/benchmarks.md), stopped by the
+  clock: one run per arm, scored after each of ``--minutes`` of training
+  (0: the start model untrained; scoring time not counted; the
   learning rate stays near its peak, so the 2-minute score is that of a
   2-minute run); the random forest and Otsu on the same annotation;
 * everything at the work scale the product derives from the painted cells.
@@ -74,6 +76,8 @@ SPOCO_ARMS = {
         about="no ring and a new network's learning rate: the first touching recipe, kept out",
     ),
 }
+#: Arm that starts from ``--trained``, a model file trained densely on the training images.
+TRAINED = "trained"
 #: Painted images and cells per image, by annotation name.
 PAINTING = {"20 in 1 image": (1, 20), "2 in 10 images": (10, 2)}
 STAGES = ("fg_iou", "separation")
@@ -168,15 +172,12 @@ def run_spoco(arm: str, annotation: Annotation, train: list, test: list, args) -
     """Train one arm by the clock; a row per mark of ``args.minutes``."""
     used, labels = annotation.labels(scribbles=True)
     scale = annotation.scale()
-    trainer, start = spoco_trainer(SPOCO_ARMS[arm], labels, args, annotation.seed, 100_000)
+    variant = Variant(start=str(args.trained), seconds=120.0) if arm == TRAINED else SPOCO_ARMS[arm]
+    trainer, start = spoco_trainer(variant, labels, args, annotation.seed, 100_000)
     trainer.set_data([train[i][0] for i in used], labels)
     marks, rows, trained = sorted(args.minutes), [], 0.0
-    began = time.perf_counter()
-    for _record in trainer.steps():
-        elapsed = trained + time.perf_counter() - began
-        if elapsed < marks[0] * 60:
-            continue
-        trained, steps = elapsed, trainer.step - (start.step if start else 0)
+
+    def score(steps: int) -> None:
         scored = time.perf_counter()
         scores = score_spoco(trainer, test, scale, annotation.seed, args.methods)
         rows.append(
@@ -193,6 +194,16 @@ def run_spoco(arm: str, annotation: Annotation, train: list, test: list, args) -
             }
         )
         print(_line(rows[-1]), flush=True)
+
+    if marks[0] == 0:  # the start model as it is, at the painted cells' scale
+        score(0)
+    began = time.perf_counter()
+    for _record in trainer.steps() if marks else ():
+        elapsed = trained + time.perf_counter() - began
+        if elapsed < marks[0] * 60:
+            continue
+        trained = elapsed
+        score(trainer.step - (start.step if start else 0))
         if not marks:
             trainer.request_stop()
         began = time.perf_counter()
@@ -313,9 +324,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="the usiigaci_phase folder")
     parser.add_argument("--paintings", nargs="+", default=list(PAINTING), choices=PAINTING)
-    parser.add_argument("--arms", nargs="+", default=["scratch", "nuclei"], choices=SPOCO_ARMS)
+    parser.add_argument(
+        "--arms", nargs="+", default=["scratch", "nuclei"], choices=[*SPOCO_ARMS, TRAINED]
+    )
+    parser.add_argument(
+        "--trained", type=Path,
+        help=f"model file for the '{TRAINED}' arm: trained densely on this data's training "
+        "images (napari-spoco train --dense)",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--minutes", type=float, nargs="+", default=[2.0, 5.0])
+    parser.add_argument(
+        "--minutes", type=float, nargs="+", default=[2.0, 5.0],
+        help="training minutes at which to score (0: the start model, untrained)",
+    )  # fmt: skip
     parser.add_argument(
         "--methods", nargs="+", default=list(METHODS), choices=METHODS,
         help="clustering methods scored end to end (mean shift can take minutes per image "
@@ -329,8 +350,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS / "cells.json")
     parser.add_argument("--docs", type=Path, help="Markdown file whose cells block to replace")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.minutes, args.seeds = [0.02, 0.04], args.seeds[:1]
+    if (TRAINED in args.arms) != (args.trained is not None):
+        parser.error(f"--arms {TRAINED} and --trained go together")
+    if args.quick:  # the untrained mark, if asked for, and two short ones
+        args.minutes = [m for m in args.minutes if m == 0] + [0.02, 0.04]
+        args.seeds = args.seeds[:1]
     return args
 
 

@@ -4,13 +4,14 @@ The generalist itself is trained with the product's CLI (``napari-spoco train
 --dense``, see ``src/napari_spoco/models/nuclei.md``). This script does the two
 things around it that need the dataset's ``index.json``:
 
-``lists DSB OUT``
+``lists DATA OUT``
     writes ``train_images.txt`` / ``train_labels.txt`` (split ``train`` only),
-    ``val_*.txt`` (all of ``val``) and ``val20_*.txt`` (a fixed 20-image subset
-    of ``val`` with every kind, scored during training) for ``@FILE`` arguments.
-    Images with ``split: excluded`` are in no list.
-``package RUN DSB [--out MODEL]``
-    scores a trained model on every ``val`` image, per kind, twice: at each
+    ``val_*.txt`` (all of ``val``), ``val20_*.txt`` (a fixed subset of at most
+    20 ``val`` images with every kind, scored during training) and, where the
+    data have one, ``test_*.txt``, for ``@FILE`` arguments. Images with
+    ``split: excluded`` are in no list.
+``package RUN DATA [--out MODEL]``
+    scores a trained model on every ``val`` (and ``test``) image, per kind, twice: at each
     image's true object size (the network alone) and at the size the model
     measures itself (zero-shot, as a user without a size hint gets it), and
     how far that measured size is from the truth; writes the scores with the
@@ -33,11 +34,35 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import machine  # noqa: E402
 
-KINDS = ("fluorescence", "brightfield", "colour")
+#: Training images held out to choose checkpoints, where the data's own split has
+#: only train and test images (the Usiigaci cells): the last ones of ``train``.
+HELD_OUT_FOR_CHOICE = 5
 
 
 def _index(folder: Path) -> list[dict]:
-    return json.loads((folder / "index.json").read_text())
+    """The data's images as ``id``, ``kind`` and ``split`` (train, val, test or excluded).
+
+    ``dsb2018`` gives these itself. A folder with only the source's ``train`` /
+    ``val`` split (``usiigaci_phase``) keeps that ``val`` for testing, so its
+    last training images choose the checkpoint instead.
+    """
+    index = json.loads((folder / "index.json").read_text())
+    if all("split" in entry for entry in index):
+        return index
+    train = sorted(e["name"] for e in index if e["source_split"] == "train")
+    choose = set(train[-HELD_OUT_FOR_CHOICE:])
+    return [
+        {
+            "id": entry["name"],
+            "kind": entry.get("kind"),
+            "split": "test"
+            if entry["source_split"] == "val"
+            else "val"
+            if entry["name"] in choose
+            else "train",
+        }
+        for entry in sorted(index, key=lambda e: e["name"])
+    ]
 
 
 def write_lists(folder: Path, out: Path, subset: int = 20) -> None:
@@ -45,16 +70,21 @@ def write_lists(folder: Path, out: Path, subset: int = 20) -> None:
     out.mkdir(parents=True, exist_ok=True)
     index = _index(folder)
     val = [e for e in index if e["split"] == "val"]
-    # Every kind in the subset, the rare ones first, in the index's fixed order.
-    share = {"brightfield": 1, "colour": 6}
-    picked = [e for kind, n in share.items() for e in [v for v in val if v["kind"] == kind][:n]]
-    picked += [e for e in val if e["kind"] == "fluorescence"][: subset - len(picked)]
+    picked = val
+    if len(val) > subset:
+        # Every kind of DSB in the subset, the rare ones first, in the index's fixed order.
+        share = {"brightfield": 1, "colour": 6}
+        picked = [e for kind, n in share.items() for e in [v for v in val if v["kind"] == kind][:n]]
+        picked += [e for e in val if e["kind"] == "fluorescence"][: subset - len(picked)]
     splits = {
         "train": [e for e in index if e["split"] == "train"],
         "val": val,
         f"val{subset}": picked,
+        "test": [e for e in index if e["split"] == "test"],
     }
     for name, entries in splits.items():
+        if not entries:
+            continue
         for what in ("images", "labels"):
             lines = "".join(f"{folder.resolve() / what / (e['id'] + '.tif')}\n" for e in entries)
             (out / f"{name}_{what}.txt").write_text(lines)
@@ -62,7 +92,7 @@ def write_lists(folder: Path, out: Path, subset: int = 20) -> None:
 
 
 def package(run: Path, folder: Path, out: Path | None, results: Path) -> None:
-    """Score ``run`` on the whole ``val`` split per kind, then write the shipped model."""
+    """Score ``run`` on the ``val`` (and ``test``) split per kind, then write the shipped model."""
     import tifffile
 
     from napari_spoco.core.annotation import object_scale_from_annotations
@@ -81,9 +111,9 @@ def package(run: Path, folder: Path, out: Path | None, results: Path) -> None:
     # Runs of dense training mark themselves from this version on; older ones did not.
     config = replace(trained.config, scale_per_image=True)
     network = network_from_checkpoint(trained)
-    rows = []
     start = time.perf_counter()
-    for entry in [e for e in _index(folder) if e["split"] == "val"]:
+
+    def score(entry: dict) -> dict:
         image = tifffile.imread(folder / "images" / f"{entry['id']}.tif")
         truth = tifffile.imread(folder / "labels" / f"{entry['id']}.tif")
         image = rgb_to_grey(image) if looks_rgb(image.shape) else image
@@ -96,22 +126,15 @@ def package(run: Path, folder: Path, out: Path | None, results: Path) -> None:
             prediction = predict(network, image, loss=config.loss, object_scale=scale)
             scores[arm] = average_precision(truth, segment_prediction(prediction), threshold=0.5)
             scores[f"{arm}_scale"] = scale
-        rows.append(scores)
-    groups = {kind: [r for r in rows if r["kind"] == kind] for kind in KINDS}
-    groups["all"] = rows
-    summary = {
-        name: {
-            "images": len(group),
-            **{arm: float(np.mean([r[arm] for r in group])) for arm in ("true_size", "zero_shot")},
-            # Measured over true size: 1 is perfect; the fraction within 35 % of the truth.
-            "size_ratio_median": float(np.median([_size_ratio(r) for r in group])),
-            "size_within_35_percent": float(
-                np.mean([abs(np.log(_size_ratio(r))) < np.log(1.35) for r in group])
-            ),
-        }
-        for name, group in groups.items()
-        if group
+        return scores
+
+    index = _index(folder)
+    rows = {
+        split: [score(e) for e in index if e["split"] == split]
+        for split in ("val", "test")
+        if any(e["split"] == split for e in index)
     }
+    summary = {split: _summary(split_rows) for split, split_rows in rows.items()}
     curve_path = run.with_name(f"{run.stem.removesuffix('_best')}_validation.json")
     curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
     if out is not None:
@@ -128,21 +151,42 @@ def package(run: Path, folder: Path, out: Path | None, results: Path) -> None:
         "from_run": str(run),
         "step": trained.step,
         "seconds_per_step": _median_speed(trained.history),
-        "val_ap50": summary,
-        "val_per_image": rows,
+        **{f"{split}_ap50": values for split, values in summary.items()},
+        **{f"{split}_per_image": values for split, values in rows.items()},
         "val_curve_subset": [{"step": r["step"], "ap50": r["ap50"]} for r in curve],
         "scoring_seconds": time.perf_counter() - start,
         "machine": machine(),
     }
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(report, indent=1) + "\n")
-    for kind, values in summary.items():
-        print(
-            f"{kind:13s} n={values['images']:3d}  AP@0.5 at true size {values['true_size']:.3f}"
-            f"  zero-shot {values['zero_shot']:.3f}  measured/true size "
-            f"{values['size_ratio_median']:.2f} "
-            f"(within 35 %: {values['size_within_35_percent']:.0%})"
-        )
+    for split, kinds in summary.items():
+        for kind, values in kinds.items():
+            print(
+                f"{split:4s} {kind:13s} n={values['images']:3d}  AP@0.5 at true size "
+                f"{values['true_size']:.3f}  zero-shot {values['zero_shot']:.3f}  measured/true "
+                f"size {values['size_ratio_median']:.2f} "
+                f"(within 35 %: {values['size_within_35_percent']:.0%})"
+            )
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Mean AP@0.5 per kind and of all images, and how well the model measured the size."""
+    kinds = dict.fromkeys(r["kind"] for r in rows if r["kind"] is not None)
+    groups = {kind: [r for r in rows if r["kind"] == kind] for kind in kinds}
+    groups["all"] = rows
+    return {
+        name: {
+            "images": len(group),
+            **{arm: float(np.mean([r[arm] for r in group])) for arm in ("true_size", "zero_shot")},
+            # Measured over true size: 1 is perfect; the fraction within 35 % of the truth.
+            "size_ratio_median": float(np.median([_size_ratio(r) for r in group])),
+            "size_within_35_percent": float(
+                np.mean([abs(np.log(_size_ratio(r))) < np.log(1.35) for r in group])
+            ),
+        }
+        for name, group in groups.items()
+        if group
+    }
 
 
 def _size_ratio(row: dict) -> float:

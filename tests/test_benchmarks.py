@@ -130,6 +130,7 @@ def test_cells_scores_every_stage_at_every_mark_on_a_usiigaci_like_folder(tmp_pa
     """Nuclei crops stand in for the phase-contrast cells: the path, not the numbers."""
     import tifffile
 
+    from napari_spoco.core.pretrained import builtin_model_path
     from napari_spoco.core.sample_data import load_nuclei_2d
 
     image, truth = load_nuclei_2d()
@@ -137,18 +138,33 @@ def test_cells_scores_every_stage_at_every_mark_on_a_usiigaci_like_folder(tmp_pa
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir()
     index = []
-    for number, split in enumerate(["train", "train", "val"]):
-        crop = (slice(0, 192), slice(150 * number, 150 * number + 192))
+    corners = [(y, x) for y in (0, 160, 320) for x in (0, 160, 320)]
+    for number, split in enumerate(["train"] * 7 + ["val"]):
+        y, x = corners[number]
+        crop = (slice(y, y + 192), slice(x, x + 192))
         tifffile.imwrite(folder / "images" / f"set{number}.tif", image[crop])
         tifffile.imwrite(folder / "labels" / f"set{number}.tif", truth[crop])
         index.append({"name": f"set{number}", "source_split": split})
     (folder / "index.json").write_text(json.dumps(index))
+
+    # A model trained densely on such a folder: the last five training images choose it,
+    # the source's val images are kept for testing.
+    lists = tmp_path / "lists"
+    generalist = [sys.executable, str(BENCHMARKS / "generalist.py")]
+    subprocess.run([*generalist, "lists", str(folder), str(lists)], check=True)
+    listed = {p.stem.removesuffix("_images"): p.read_text() for p in lists.glob("*_images.txt")}
+    assert "set1.tif" in listed["train"] and "set2.tif" not in listed["train"]
+    assert "set6.tif" in listed["val"] and "set7.tif" in listed["test"]
+
     methods = ["--methods", "mutex_watershed", "hdbscan"]  # mean shift is slow untrained
-    report = _run("cells.py", [str(folder), "--quick", *methods], tmp_path / "cells.json")
-    spoco = [r for r in report["results"] if r["variant"].startswith(("scratch", "nuclei"))]
-    assert len(spoco) == 2 * 2 * 2  # two arms, two marks, two paintings
+    arms = ["--arms", "scratch", "nuclei", "trained"]
+    arms += ["--trained", str(builtin_model_path("nuclei")), "--minutes", "0", "2"]
+    report = _run("cells.py", [str(folder), "--quick", *methods, *arms], tmp_path / "c.json")
+    spoco = [r for r in report["results"] if r["variant"] not in ("rf", "otsu")]
+    assert len(spoco) == 3 * 3 * 2  # three arms, three marks (0 and two quick ones), two paintings
     assert all(0 <= r["fg_iou"] <= 1 and 0 <= r["separation"] <= 1 for r in spoco)
     assert {r["variant"] for r in report["results"]} >= {"rf", "otsu", "nuclei 0.04 min"}
+    assert all(r["steps"] == 0 for r in spoco if r["variant"].endswith(" 0 min"))
     assert all("ap50_hdbscan" in r for r in spoco)
 
 
