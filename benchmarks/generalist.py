@@ -51,16 +51,14 @@ def _index(folder: Path) -> list[dict]:
         return index
     train = sorted(e["name"] for e in index if e["source_split"] == "train")
     choose = set(train[-HELD_OUT_FOR_CHOICE:])
+
+    def split(entry: dict) -> str:
+        if entry["source_split"] == "val":
+            return "test"
+        return "val" if entry["name"] in choose else "train"
+
     return [
-        {
-            "id": entry["name"],
-            "kind": entry.get("kind"),
-            "split": "test"
-            if entry["source_split"] == "val"
-            else "val"
-            if entry["name"] in choose
-            else "train",
-        }
+        {"id": entry["name"], "kind": entry.get("kind"), "split": split(entry)}
         for entry in sorted(index, key=lambda e: e["name"])
     ]
 
@@ -203,12 +201,12 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the subcommand and run it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    lists = commands.add_parser("lists", help="write the train / val lists of a DSB folder")
-    lists.add_argument("data", type=Path, help="the dsb2018 folder (with index.json)")
+    lists = commands.add_parser("lists", help="write the train / val (/ test) lists of a folder")
+    lists.add_argument("data", type=Path, help="the dsb2018 or usiigaci_phase folder")
     lists.add_argument("out", type=Path, help="folder for the lists")
     shipped = commands.add_parser("package", help="score a run on val and write the model")
     shipped.add_argument("run", type=Path, help="model file of the run (e.g. nuclei_best.pt)")
-    shipped.add_argument("data", type=Path, help="the dsb2018 folder (with index.json)")
+    shipped.add_argument("data", type=Path, help="the dsb2018 or usiigaci_phase folder")
     shipped.add_argument("--out", type=Path, help="model file to ship (default: score only)")
     shipped.add_argument(
         "--results", type=Path, default=Path(__file__).parent / "results" / "generalist.json"
