@@ -85,7 +85,8 @@ def test_speed_runs_every_part(tmp_path):
 
 
 def test_generalist_lists_and_scores_a_dsb_like_folder(tmp_path):
-    """``lists`` keeps ``excluded`` out of every list; ``package`` scores per kind."""
+    """``lists`` keeps ``excluded`` out of every list; ``package`` scores per kind, and
+    NIH3T3 training images (never its test images) with ``--nih3t3``."""
     import tifffile
 
     from napari_spoco.core.pretrained import builtin_model_path
@@ -115,15 +116,24 @@ def test_generalist_lists_and_scores_a_dsb_like_folder(tmp_path):
     subprocess.run([*script, "lists", str(folder), str(tmp_path / "lists")], check=True)
     listed = " ".join(p.read_text() for p in (tmp_path / "lists").glob("*.txt"))
     assert "image0" in listed and "image1" in listed and "image3" not in listed
+    nih3t3 = tmp_path / "nih3t3"
+    training = [f"nih3t3_dna-0{n}.tif" for n in range(5)]
+    testing = [f"nih3t3_dna-{n}.tif" for n in range(40, 50)]
+    for part, pixels in (("images", image), ("labels", truth)):
+        (nih3t3 / part).mkdir(parents=True)
+        for number, name in enumerate(training + testing):
+            tifffile.imwrite(nih3t3 / part / name, pixels[:192, 16 * number : 16 * number + 192])
     results = tmp_path / "generalist.json"
     model = str(builtin_model_path("nuclei"))
-    subprocess.run(
-        [*script, "package", model, str(folder), "--results", str(results)], check=True, timeout=600
-    )
+    package = [*script, "package", model, str(folder), "--results", str(results)]
+    subprocess.run([*package, "--nih3t3", str(nih3t3)], check=True, timeout=600)
     report = json.loads(results.read_text())
     assert set(report["val_ap50"]) == {"fluorescence", "colour", "all"}
     assert report["val_ap50"]["all"]["images"] == 2
     assert 0 < report["val_ap50"]["all"]["size_ratio_median"] < 10
+    scored = [row["id"] for row in report["nih3t3_training_per_image"]]
+    assert scored == ["nih3t3_dna-00", "nih3t3_dna-04"]  # every fourth training image
+    assert 0.5 < report["nih3t3_training_ap50"]["all"]["foreground_over_true_median"] < 2
 
 
 def test_cells_scores_every_stage_at_every_mark_on_a_usiigaci_like_folder(tmp_path):
