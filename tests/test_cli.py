@@ -728,7 +728,8 @@ def test_dense_training_scales_each_image_by_its_objects_and_scores_validation(d
         "train", "--dense", "--images", str(data / "A.tif"), str(tmp_path / "half.tif"),
         "--labels", str(data / "A_gt.tif"), str(tmp_path / "half_gt.tif"),
         "--val-images", str(data / "C.tif"), "--val-labels", str(data / "C_gt.tif"),
-        "--val-every", "3", "--out", str(tmp_path / "dense.pt"), *FAST,
+        "--val-every", "3", "--vary-object-contrast", "0.5", "--out", str(tmp_path / "dense.pt"),
+        *FAST,
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Trainer, "set_data", spy)
@@ -737,6 +738,7 @@ def test_dense_training_scales_each_image_by_its_objects_and_scores_validation(d
     assert half == pytest.approx(2 * full, rel=0.15)  # half-size objects are blown up twice as much
     model = load_checkpoint(tmp_path / "dense.pt")
     assert model.config.loss.sparse is False and model.config.object_scale == 1.0
+    assert model.config.object_contrast_probability == 0.5
     scores = json.loads((tmp_path / "dense_validation.json").read_text())
     assert [s["step"] for s in scores] == [3] and set(scores[0]["per_image"]) == {"C"}
     assert 0 <= scores[0]["ap50"] <= 1

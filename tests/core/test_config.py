@@ -29,6 +29,7 @@ def test_unknown_keys_fail_loudly():
         (lambda: TrainConfig(patch_shape=(64, 64, 64)), "patch_shape"),
         (lambda: TrainConfig(ema_momentum=1.0), "ema_momentum"),
         (lambda: TrainConfig(learning_rate=0), "learning_rate"),
+        (lambda: TrainConfig(object_contrast_probability=0.5), "object_contrast_probability"),
     ],
 )
 def test_invalid_values_name_the_field(factory, field):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_spoco.core.augment import geometric_augment, photometric_augment
+from napari_spoco.core.augment import geometric_augment, photometric_augment, vary_object_contrast
 from napari_spoco.core.sampling import PatchSampler
 
 
@@ -79,6 +79,22 @@ def test_photometric_views_differ_but_keep_structure():
     assert not torch.allclose(first, second)
     for view in (first, second):
         assert view[:, :, 24:40, 24:40].mean() > view[:, :, :8, :8].mean() + 0.3
+
+
+def test_uneven_staining_gives_each_object_its_own_contrast_and_leaves_background():
+    labels = torch.zeros(3, 32, 32, dtype=torch.int64)
+    labels[:, 4:12, 4:12], labels[:, 16:28, 16:28] = 1, 2
+    batch = torch.where(labels > 0, 1.0, 0.2)[:, None]
+    dimmed = vary_object_contrast(batch, labels, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(dimmed[:, 0][labels == 0], batch[:, 0][labels == 0])
+    for image, objects in zip(dimmed[:, 0], labels, strict=True):
+        contrasts = [image[objects == i] - 0.2 for i in (1, 2)]
+        # One factor per object, in [0.1, 1] of the contrast it had (0.8).
+        assert all(torch.allclose(c, c[0].expand_as(c)) for c in contrasts)
+        assert all(0.08 - 1e-6 <= c[0] <= 0.8 + 1e-6 for c in contrasts)
+    assert not torch.allclose(dimmed[0, 0][labels[0] == 1][0], dimmed[0, 0][labels[0] == 2][0])
+    untouched = vary_object_contrast(batch, labels, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(untouched, batch)
 
 
 def test_mismatched_pair_is_rejected():

@@ -233,6 +233,11 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
         help="invert each patch's intensities with probability P, so that the model reads "
         "bright and dark objects alike (default: 0)",
     )  # fmt: skip
+    parser.add_argument(
+        "--vary-object-contrast", type=float, default=0.0, metavar="P",
+        help="with --dense: in a share P of the patches, give each object its own contrast "
+        "(uneven staining), so that dim objects beside bright ones are found (default: 0)",
+    )  # fmt: skip
     parser.add_argument("--lr", type=float, help="learning rate (default: 1e-3, fine-tuning 1e-4)")
     parser.add_argument("--batch-size", type=int, default=4, help="patches per step (default: 4)")
     parser.add_argument(

@@ -189,7 +189,9 @@ def _train_config(args, dims, channels, checkpoint, pretraining, labels):
         objects_touch=touch, loss=extensions,
         dense=getattr(args, "dense", False), pretraining=pretraining, iterations=args.iterations,
         patch_shape=args.patch, batch_size=args.batch_size, learning_rate=args.lr,
-        seed=args.seed, invert_probability=args.random_invert, report_every=args.log_every,
+        seed=args.seed, invert_probability=args.random_invert,
+        object_contrast_probability=args.vary_object_contrast,
+        report_every=args.log_every,
     )  # fmt: skip
 
 

@@ -165,7 +165,10 @@ class TrainConfig:
     ``invert_probability`` is the chance that a patch's intensities are flipped
     (1 - x) for both views: a generalist trained with 0.5 reads bright objects on
     a dark background (fluorescence) and dark ones on a bright background
-    (brightfield, stained tissue) alike. ``scale_per_image`` marks a model
+    (brightfield, stained tissue) alike. ``object_contrast_probability`` is the
+    chance that each object of a patch gets its own contrast (uneven staining;
+    dense labels only, :func:`~napari_spoco.core.augment.vary_object_contrast`).
+    ``scale_per_image`` marks a model
     trained on images that were each resized by their own objects' size (dense
     training of a generalist): it has no single scale, so prediction measures
     the objects of each new image first (``core.segmentation.estimate_object_diameter``).
@@ -188,6 +191,7 @@ class TrainConfig:
     object_fraction: float = 0.75
     object_scale: float = 1.0
     invert_probability: float = 0.0
+    object_contrast_probability: float = 0.0
     scale_per_image: bool = False
     keep_norm_statistics: bool | None = None
     seed: int = 0
@@ -221,6 +225,15 @@ class TrainConfig:
         require(
             0 <= self.invert_probability <= 1,
             f"invert_probability must lie in [0, 1], got {self.invert_probability}",
+        )
+        require(
+            0 <= self.object_contrast_probability <= 1,
+            "object_contrast_probability must lie in [0, 1], "
+            f"got {self.object_contrast_probability}",
+        )
+        require(
+            self.object_contrast_probability == 0 or not self.loss.sparse,
+            "object_contrast_probability needs dense labels, where 0 is background",
         )
         require(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
 

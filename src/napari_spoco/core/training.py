@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from .augment import photometric_augment
+from .augment import photometric_augment, vary_object_contrast
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import TrainConfig
 from .device import bfloat16_is_faster_on_cpu, resolve_device
@@ -333,6 +333,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         images, labels = self._sampler.sample(self.config.batch_size)
+        if self.config.object_contrast_probability > 0:
+            images = vary_object_contrast(
+                images, labels, self.config.object_contrast_probability, self._generator
+            )
         if self.config.invert_probability > 0:
             flip = torch.rand(len(images), generator=self._generator)
             flip = (flip < self.config.invert_probability).view(-1, *[1] * (images.ndim - 1))
