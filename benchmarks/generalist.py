@@ -20,8 +20,8 @@ things around it that need the dataset's ``index.json``:
     ``--out`` it only scores (for example the shipped model). ``--nih3t3`` scores
     every fourth NIH3T3 *training* image the same way: a check before shipping,
     because DSB ``val`` once ranked a model 0.03 better that lost 0.3 on NIH3T3
-    nuclei (``docs/benchmarks.md``). It never chooses checkpoints, and the NIH3T3
-    test images stay unseen.
+    nuclei (``docs/benchmarks.md``, "Training the generalist longer"). It never
+    chooses checkpoints, and the NIH3T3 test images stay unseen.
 """
 
 from __future__ import annotations
