@@ -707,7 +707,9 @@ def test_python_m_runs_the_cli_and_reports_errors_on_one_line(tmp_path):
 # --------------------------------------------------------------------------- long runs
 
 
-def test_dense_training_scales_each_image_by_its_objects_and_scores_validation(data, tmp_path):
+def test_dense_training_scales_each_image_by_its_objects_and_scores_validation(
+    data, tmp_path, capsys
+):
     """--dense: 0 is background, each image resized by its own objects, AP@0.5 on held-out data."""
     import skimage.transform
 
@@ -743,6 +745,13 @@ def test_dense_training_scales_each_image_by_its_objects_and_scores_validation(d
     assert [s["step"] for s in scores] == [3] and set(scores[0]["per_image"]) == {"C"}
     assert 0 <= scores[0]["ap50"] <= 1
     assert load_checkpoint(tmp_path / "dense_best.pt").step == 3
+    # Uneven staining needs to know the background: sparse painting does not say.
+    sparse = [
+        "train", "--images", str(data / "A.tif"), "--labels", str(data / "A_ann.tif"),
+        "--vary-object-contrast", "0.5", "--out", str(tmp_path / "bad.pt"), *FAST,
+    ]  # fmt: skip
+    assert "needs dense labels" in _error(capsys, sparse, "train")
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def _train_on_a(data, out):
