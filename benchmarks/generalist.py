@@ -118,9 +118,9 @@ def package(
     network = network_from_checkpoint(trained)
     start = time.perf_counter()
 
-    def score(image: np.ndarray, truth: np.ndarray, **about: str | None) -> dict:
+    def score(image: np.ndarray, truth: np.ndarray, name: str, kind: str | None) -> dict:
         image = rgb_to_grey(image) if looks_rgb(image.shape) else image
-        scores = dict(about)
+        scores = {"id": name, "kind": kind}
         true_scale = object_scale_from_annotations([truth]) or 1.0
         for arm, scale in (
             ("true_size", true_scale),
@@ -136,12 +136,12 @@ def package(
             )
         return scores
 
-    def score_all(data: Path, names: list[str], kinds: list[str]) -> list[dict]:
-        pairs = load_pairs(data, names)
-        return [
-            score(image, truth, id=name.removesuffix(".tif"), kind=kind)
-            for name, kind, (image, truth) in zip(names, kinds, pairs, strict=True)
-        ]
+    def score_all(data: Path, names: list[str], kinds: list[str | None]) -> list[dict]:
+        rows = []
+        for name, kind in zip(names, kinds, strict=True):  # one image in memory at a time
+            [(image, truth)] = load_pairs(data, [name])
+            rows.append(score(image, truth, name.removesuffix(".tif"), kind))
+        return rows
 
     index = _index(folder)
     rows = {}

@@ -95,6 +95,13 @@ def test_uneven_staining_gives_each_object_its_own_contrast_and_leaves_backgroun
     assert not torch.allclose(dimmed[0, 0][labels[0] == 1][0], dimmed[0, 0][labels[0] == 2][0])
     untouched = vary_object_contrast(batch, labels, 0.0, torch.Generator().manual_seed(0))
     assert torch.equal(untouched, batch)
+    # Background scribbles (--background-id) are background, not an object to dim.
+    scribbled = torch.where(labels == 2, 1000, labels)
+    kept = vary_object_contrast(
+        batch, scribbled, 1.0, torch.Generator().manual_seed(0), background_id=1000
+    )
+    assert torch.equal(kept[:, 0][scribbled == 1000], batch[:, 0][scribbled == 1000])
+    assert (kept[:, 0][scribbled == 1] < 1.0).all()
 
 
 def test_mismatched_pair_is_rejected():

@@ -126,7 +126,12 @@ def photometric_augment(batch: torch.Tensor, generator: torch.Generator) -> torc
 
 
 def vary_object_contrast(
-    batch: torch.Tensor, labels: torch.Tensor, probability: float, generator: torch.Generator
+    batch: torch.Tensor,
+    labels: torch.Tensor,
+    probability: float,
+    generator: torch.Generator,
+    *,
+    background_id: int | None = None,
 ) -> torch.Tensor:
     """Scale each object's contrast against its patch's background by its own factor.
 
@@ -141,20 +146,33 @@ def vary_object_contrast(
     batch : Tensor, shape (B, C, *spatial)
         Normalised images.
     labels : Tensor, shape (B, *spatial)
-        Dense instance labels: 0 is background, every other value one object.
+        Dense instance labels: 0 (and ``background_id``) is background, every
+        positive value one object; negative values are left as they are.
+    probability : float
+        Share of the patches that are changed.
+    generator : torch.Generator
+        CPU generator, as for :func:`photometric_augment`.
+
+    Returns
+    -------
+    Tensor, same shape as ``batch``
+        A patch without background pixels or without objects is returned unchanged.
     """
     out = batch.clone()
     for index, (image, objects) in enumerate(zip(batch, labels, strict=True)):
         if torch.rand(1, generator=generator).item() >= probability:
             continue
         background = objects == 0
-        ids = torch.unique(objects[objects > 0])
-        if not background.any() or len(ids) == 0:
+        if background_id is not None:
+            background |= objects == background_id
+        inside = (objects > 0) & ~background
+        if not background.any() or not inside.any():
             continue
+        ids, which = torch.unique(objects[inside], return_inverse=True)
+        factors = torch.rand(len(ids), generator=generator) * 0.9 + 0.1
+        gain = torch.ones(objects.shape, dtype=image.dtype, device=image.device)
+        gain[inside] = factors.to(image.device, image.dtype)[which]
         level = image[:, background].median(dim=1).values.view(-1, *[1] * background.ndim)
-        factors = torch.ones(int(ids.max()) + 1)
-        factors[ids] = torch.rand(len(ids), generator=generator) * 0.9 + 0.1
-        gain = factors[objects.clamp(min=0)].to(image.device)
         out[index] = level + (image - level) * gain
     return out
 

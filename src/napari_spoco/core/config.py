@@ -166,7 +166,7 @@ class TrainConfig:
     (1 - x) for both views: a generalist trained with 0.5 reads bright objects on
     a dark background (fluorescence) and dark ones on a bright background
     (brightfield, stained tissue) alike. ``object_contrast_probability`` is the
-    chance that each object of a patch gets its own contrast (uneven staining;
+    chance that a patch's objects each get their own contrast (uneven staining;
     dense labels only, :func:`~napari_spoco.core.augment.vary_object_contrast`).
     ``scale_per_image`` marks a model
     trained on images that were each resized by their own objects' size (dense

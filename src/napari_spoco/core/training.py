@@ -335,8 +335,9 @@ class Trainer:
         images, labels = self._sampler.sample(self.config.batch_size)
         if self.config.object_contrast_probability > 0:
             images = vary_object_contrast(
-                images, labels, self.config.object_contrast_probability, self._generator
-            )
+                images, labels, self.config.object_contrast_probability, self._generator,
+                background_id=self.config.loss.background_id,
+            )  # fmt: skip
         if self.config.invert_probability > 0:
             flip = torch.rand(len(images), generator=self._generator)
             flip = (flip < self.config.invert_probability).view(-1, *[1] * (images.ndim - 1))
