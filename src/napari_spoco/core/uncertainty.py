@@ -61,8 +61,10 @@ _RIM = 2
 _BAND = (1.5, 3.5)
 #: How many robust standard deviations above the image's median make a statistic count
 #: fully (:func:`_stands_out`), and the least spread assumed (statistics lie in [0, 1]),
-#: so that a few near-identical instances do not make tiny differences count.
-_OUTLIER_MADS = 3.0
+#: so that a few near-identical instances do not make tiny differences count. At 3, one
+#: instance in seven scored 1 and their order was arbitrary; 6 keeps most apart (chosen
+#: on DSB ``val``, docs/benchmarks.md "Which nuclei to correct").
+_OUTLIER_MADS = 6.0
 _LEAST_SPREAD = 0.05
 
 
