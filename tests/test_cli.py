@@ -750,8 +750,12 @@ def test_dense_training_scales_each_image_by_its_objects_and_scores_validation(
         "train", "--images", str(data / "A.tif"), "--labels", str(data / "A_ann.tif"),
         "--vary-object-contrast", "0.5", "--out", str(tmp_path / "bad.pt"), *FAST,
     ]  # fmt: skip
-    assert "needs dense labels" in _error(capsys, sparse, "train")
+    assert "--vary-object-contrast needs --dense" in _error(capsys, sparse, "train")
     assert not (tmp_path / "bad.pt").exists()
+    unlabelled = ["pretrain", *sparse[1:3], *sparse[5:]]  # pretraining has no labels at all
+    with pytest.raises(SystemExit):
+        main(unlabelled)
+    assert "unrecognized arguments: --vary-object-contrast" in capsys.readouterr().err
 
 
 def _train_on_a(data, out):

@@ -74,6 +74,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "labelled; each image is resized so that its median object measures 24 px",
     )  # fmt: skip
     train.add_argument(
+        "--vary-object-contrast", type=float, default=0.0, metavar="P",
+        help="with --dense: in a share P of the patches, give each object its own contrast "
+        "(uneven staining), so that dim objects beside bright ones are found (default: 0)",
+    )  # fmt: skip
+    train.add_argument(
         "--val-images", nargs="+", metavar="PATH",
         help="held-out images scored (AP@0.5) every --val-every steps: MODEL_validation.json, "
         "and the best model as MODEL_best.pt",
@@ -232,11 +237,6 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
         "--random-invert", type=float, default=0.0, metavar="P",
         help="invert each patch's intensities with probability P, so that the model reads "
         "bright and dark objects alike (default: 0)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--vary-object-contrast", type=float, default=0.0, metavar="P",
-        help="with --dense: in a share P of the patches, give each object its own contrast "
-        "(uneven staining), so that dim objects beside bright ones are found (default: 0)",
     )  # fmt: skip
     parser.add_argument("--lr", type=float, help="learning rate (default: 1e-3, fine-tuning 1e-4)")
     parser.add_argument("--batch-size", type=int, default=4, help="patches per step (default: 4)")

@@ -37,10 +37,15 @@ def _train(args: argparse.Namespace, *, pretraining: bool) -> None:
     from ..core.recipe import training_warnings
     from ..core.training import Trainer
 
+    dense = getattr(args, "dense", False)
+    if getattr(args, "vary_object_contrast", 0.0) and not dense:  # before reading any image
+        raise ValueError(
+            "--vary-object-contrast needs --dense: it dims whole objects against the "
+            "background, so every object must be labelled and 0 must be background"
+        )
     out = Path(args.out)
     images, channel_axis = read_images(args.images, args.channel_axis, grey=args.grey)
     dims = spatial_dims_of(images, channel_axis)
-    dense = getattr(args, "dense", False)
     if pretraining:
         labels = [np.zeros(spatial_shape_of(a, channel_axis), np.uint8) for _, a in images]
         label_paths = []
@@ -190,7 +195,7 @@ def _train_config(args, dims, channels, checkpoint, pretraining, labels):
         dense=getattr(args, "dense", False), pretraining=pretraining, iterations=args.iterations,
         patch_shape=args.patch, batch_size=args.batch_size, learning_rate=args.lr,
         seed=args.seed, invert_probability=args.random_invert,
-        object_contrast_probability=args.vary_object_contrast,
+        object_contrast_probability=getattr(args, "vary_object_contrast", 0.0),
         report_every=args.log_every,
     )  # fmt: skip
 
