@@ -81,18 +81,24 @@ def test_photometric_views_differ_but_keep_structure():
         assert view[:, :, 24:40, 24:40].mean() > view[:, :, :8, :8].mean() + 0.3
 
 
-def test_uneven_staining_gives_each_object_its_own_contrast_and_leaves_background():
+def test_uneven_staining_gives_each_object_and_its_rim_one_contrast_and_leaves_the_rest():
     labels = torch.zeros(3, 32, 32, dtype=torch.int64)
     labels[:, 4:12, 4:12], labels[:, 16:28, 16:28] = 1, 2
     batch = torch.where(labels > 0, 1.0, 0.2)[:, None]
+    batch[:, :, 2:14, 2:14] += 0.1  # a blurred edge: brighter within 2 px of object 1
     dimmed = vary_object_contrast(batch, labels, 1.0, torch.Generator().manual_seed(0))
-    assert torch.equal(dimmed[:, 0][labels == 0], batch[:, 0][labels == 0])
-    for image, objects in zip(dimmed[:, 0], labels, strict=True):
-        contrasts = [image[objects == i] - 0.2 for i in (1, 2)]
-        # One factor per object, in [0.1, 1] of the contrast it had (0.8).
-        assert all(torch.allclose(c, c[0].expand_as(c)) for c in contrasts)
-        assert all(0.08 - 1e-6 <= c[0] <= 0.8 + 1e-6 for c in contrasts)
-    assert not torch.allclose(dimmed[0, 0][labels[0] == 1][0], dimmed[0, 0][labels[0] == 2][0])
+    far = torch.ones(32, 32, dtype=torch.bool)
+    far[2:14, 2:14] = far[14:30, 14:30] = False
+    assert torch.equal(dimmed[:, 0, far], batch[:, 0, far])
+    for image in dimmed[:, 0]:
+        # One factor per object, in [0.1, 1] of the contrast it had (0.9 and 0.8) ...
+        factors = [(image[4:12, 4:12] - 0.2) / 0.9, (image[16:28, 16:28] - 0.2) / 0.8]
+        assert all(torch.allclose(f, f[0, 0].expand_as(f)) for f in factors)
+        assert all(0.1 - 1e-6 <= f[0, 0] <= 1 + 1e-6 for f in factors)
+        # ... and its rim of background dims by the same factor, so no bright halo stays.
+        assert torch.allclose(image[2, 2:14] - 0.2, factors[0][0, 0] * 0.1)
+        assert torch.allclose(image[14:30, 14] - 0.2, torch.zeros(16), atol=1e-6)
+    assert not torch.allclose(dimmed[0, 0, 8, 8], dimmed[0, 0, 20, 20])
     untouched = vary_object_contrast(batch, labels, 0.0, torch.Generator().manual_seed(0))
     assert torch.equal(untouched, batch)
     # Background scribbles (--background-id) are background, not an object to dim.

@@ -18,6 +18,10 @@ import torch.nn.functional as F
 
 __all__ = ["geometric_augment", "photometric_augment", "vary_object_contrast"]
 
+# Pixels past an object's label that dim with it: the reach of a blurred edge at the
+# network's reference size (docs/benchmarks.md, "uneven staining").
+_RIM = 2
+
 
 def geometric_augment(
     image: torch.Tensor,
@@ -135,11 +139,12 @@ def vary_object_contrast(
 ) -> torch.Tensor:
     """Scale each object's contrast against its patch's background by its own factor.
 
-    In a share ``probability`` of the patches, every object's intensities are
-    pulled towards the median of the patch's background by a factor drawn in
-    [0.1, 1]. Where a few nuclei are saturated, the others end up at a tenth of
-    the normalised range; one gamma per patch never shows that, and a generalist
-    trained without it missed such nuclei (docs/benchmarks.md).
+    In a share ``probability`` of the patches, every object's intensities, and
+    those of the background within ``_RIM`` pixels of it, are pulled towards the
+    median of the patch's background by a factor drawn in [0.1, 1]. Where a few
+    nuclei are saturated, the others end up at a tenth of the normalised range;
+    one gamma per patch never shows that, and a generalist trained without it
+    missed such nuclei (docs/benchmarks.md).
 
     Parameters
     ----------
@@ -172,6 +177,12 @@ def vary_object_contrast(
         factors = torch.rand(len(ids), generator=generator) * 0.9 + 0.1
         gain = torch.ones(objects.shape, dtype=image.dtype, device=image.device)
         gain[inside] = factors.to(image.device, image.dtype)[which]
+        # The blur of a nucleus reaches past its label; dim that rim with it, or a
+        # dimmed object keeps a bright halo no real dim nucleus has. Where rims meet,
+        # the dimmer object wins.
+        pool = F.max_pool2d if background.ndim == 2 else F.max_pool3d
+        dimming = pool((1 - gain)[None, None], 2 * _RIM + 1, stride=1, padding=_RIM)[0, 0]
+        gain = torch.where(background, 1 - dimming, gain)
         level = image[:, background].median(dim=1).values.view(-1, *[1] * background.ndim)
         out[index] = level + (image - level) * gain
     return out
