@@ -277,3 +277,36 @@ def test_predict_image_refuses_images_too_small_for_the_network(shape, object_sc
     model = build_model(ModelConfig(depth=2, base_features=4))
     with pytest.raises(ValueError, match="too small for the network"):
         predict_image(model, np.ones(shape, np.float32), object_scale=object_scale)
+
+
+# --------------------------------------------------------------------------- orientations
+
+
+@pytest.mark.parametrize("tile_shape", [None, (32, 32)])
+def test_augmented_prediction_turns_with_the_image(tile_shape):
+    """Averaged over the eight orientations, a quarter turn or a flip of the image turns the
+    prediction the same way; a single pass does not (the network is not equivariant)."""
+    model = _model(depth=2, base_features=8)
+    image = _image((1, 64, 64))
+    plain = predict_embeddings(model, image, tile_shape=tile_shape)
+    averaged = predict_embeddings(model, image, tile_shape=tile_shape, augment=True)
+    for turn in (
+        lambda a: np.rot90(a, 1, axes=(-2, -1)),
+        lambda a: a[..., ::-1],
+        lambda a: np.swapaxes(a, -1, -2),
+    ):
+        turned = np.ascontiguousarray(turn(image))
+        expected = turn(averaged)
+        got = predict_embeddings(model, turned, tile_shape=tile_shape, augment=True)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        assert not np.allclose(predict_embeddings(model, turned, tile_shape=tile_shape),
+                               turn(plain), atol=1e-3)  # fmt: skip
+
+
+def test_augmented_3d_prediction_turns_in_the_yx_plane():
+    model = _model(spatial_dims=3, depth=2, base_features=4, embedding_dim=6)
+    image = _image((1, 8, 24, 24))
+    averaged = predict_embeddings(model, image, augment=True)
+    turned = np.ascontiguousarray(np.rot90(image, 1, axes=(-2, -1)))
+    got = predict_embeddings(model, turned, augment=True)
+    np.testing.assert_allclose(got, np.rot90(averaged, 1, axes=(-2, -1)), atol=1e-4)

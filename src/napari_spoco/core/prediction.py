@@ -19,7 +19,18 @@ from .image import check_image_size, prepare_image, rescale_spatial
 from .model import EmbeddingUNet, split_output
 from .tiling import predict_embeddings
 
-__all__ = ["Prediction", "embed_at_scale", "predict", "predict_image"]
+__all__ = ["Prediction", "augment_or_default", "embed_at_scale", "predict", "predict_image"]
+
+
+def augment_or_default(augment: bool | None, spatial_dims: int) -> bool:
+    """Whether Segment averages the eight orientations (``augment``; None: by the image).
+
+    The one rule the panel, the command line and block-wise prediction share:
+    on for 2D images, where eight passes cost seconds and raised the
+    generalist's AP@0.5 (docs/benchmarks.md, "Eight orientations"); off for
+    volumes, where they cost minutes and were not measured.
+    """
+    return spatial_dims == 2 if augment is None else augment
 
 
 def predict_image(
@@ -48,8 +59,8 @@ def predict_image(
     channel_axis : int, optional
         Axis holding channels, ``None`` for single-channel images.
     **tiling
-        ``tile_shape``, ``overlap``, ``batch_size``, ``device``, ``progress``
-        of :func:`predict_embeddings`.
+        ``tile_shape``, ``overlap``, ``batch_size``, ``device``, ``progress``,
+        ``augment`` of :func:`predict_embeddings`.
 
     Returns
     -------
@@ -156,8 +167,8 @@ def predict(
     channel_axis : int, optional
         Axis holding channels, ``None`` for single-channel images.
     **tiling
-        ``tile_shape``, ``overlap``, ``batch_size``, ``device``, ``progress`` of
-        :func:`predict_embeddings`.
+        ``tile_shape``, ``overlap``, ``batch_size``, ``device``, ``progress``,
+        ``augment`` of :func:`predict_embeddings`.
 
     Returns
     -------

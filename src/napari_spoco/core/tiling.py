@@ -9,6 +9,11 @@ so every pixel is covered by at least one tile with positive weight, and the
 sum is normalised by the accumulated weight. Memory grows with the image (one
 float32 accumulator for the embeddings and one for the weights), not with the
 number of tiles.
+
+With ``augment``, every tile also goes through the network flipped and turned by
+quarter turns in its last two axes (the eight orientations of a square), and the
+outputs, turned back, are averaged: test-time augmentation, which made the
+nuclei generalist's instances more accurate (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 
 from .model import EmbeddingUNet
 
-__all__ = ["DEFAULT_TILE_SHAPE", "predict_embeddings"]
+__all__ = ["DEFAULT_TILE_SHAPE", "ORIENTATIONS", "predict_embeddings"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +39,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_TILE_SHAPE: dict[int, tuple[int, ...]] = {2: (512, 512), 3: (32, 128, 128)}
 
 ProgressCallback = Callable[[int, int], None]
+
+#: The eight orientations of a square as (axes flipped, then last two axes swapped).
+ORIENTATIONS: tuple[tuple[tuple[int, ...], bool], ...] = tuple(
+    (flips, swap) for swap in (False, True) for flips in ((), (-1,), (-2,), (-1, -2))
+)
 
 
 def predict_embeddings(
@@ -45,6 +55,7 @@ def predict_embeddings(
     batch_size: int = 4,
     device: torch.device | str | None = None,
     progress: ProgressCallback | None = None,
+    augment: bool = False,
 ) -> npt.NDArray[np.float32]:
     """Embed every pixel of ``image``, tile by tile, without gradients.
 
@@ -78,6 +89,9 @@ def predict_embeddings(
         Where to run the network; defaults to the device of its parameters.
     progress : callable, optional
         Called as ``progress(done_tiles, total_tiles)`` after every batch.
+    augment : bool
+        Average the outputs over the :data:`ORIENTATIONS` of each tile (in 3D,
+        turned in the Y/X plane): eight forward passes instead of one.
 
     Returns
     -------
@@ -128,7 +142,11 @@ def predict_embeddings(
     memory_format = torch.channels_last if _use_channels_last(spatial_dims) else None
     logger.debug("predicting %s in %s tiles of %s", image.shape, [len(s) for s in starts], tile)
     with _inference_ready(model, device, memory_format), torch.inference_mode():
-        return _accumulate(model, image, tile, starts, batch_size, device, memory_format, progress)
+        forward = functools.partial(_averaged_over_orientations, model) if augment else model
+        return _accumulate(
+            forward, model.config.output_channels, image, tile, starts, batch_size, device,
+            memory_format, progress,
+        )  # fmt: skip
 
 
 def _use_channels_last(spatial_dims: int) -> bool:
@@ -248,8 +266,29 @@ def _inference_ready(
         model.train(was_training)
 
 
-def _accumulate(
-    model: EmbeddingUNet,
+def _averaged_over_orientations(model: EmbeddingUNet, x: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` on each of the :data:`ORIENTATIONS` of ``x``; average, turned back."""
+    total = None
+    for flips, swap in ORIENTATIONS:
+        turned = x.flip(flips) if flips else x
+        if swap:
+            turned = turned.transpose(-1, -2)
+        output = model(turned.contiguous(memory_format=_memory_format_of(x)))
+        if swap:
+            output = output.transpose(-1, -2)
+        output = output.flip(flips) if flips else output
+        total = output.float() if total is None else total + output.float()
+    return total / len(ORIENTATIONS)
+
+
+def _memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _accumulate(  # noqa: PLR0913
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    output_channels: int,
     image: npt.NDArray[np.floating],
     tile: tuple[int, ...],
     starts: list[list[int]],
@@ -260,7 +299,7 @@ def _accumulate(
 ) -> npt.NDArray[np.float32]:
     """Run the tiles batch by batch and blend them into one embedding array."""
     spatial = image.shape[1:]
-    embeddings = np.zeros((model.config.output_channels, *spatial), dtype=np.float32)
+    embeddings = np.zeros((output_channels, *spatial), dtype=np.float32)
     weights = np.zeros(spatial, dtype=np.float32)
     windows = [_axis_windows(axis_starts, t) for axis_starts, t in zip(starts, tile, strict=True)]
     grid = list(itertools.product(*(range(len(s)) for s in starts)))
@@ -273,7 +312,7 @@ def _accumulate(
         inputs = np.stack([image[(slice(None), *region)] for region in regions])
         x = torch.from_numpy(inputs.astype(np.float32, copy=False))
         x = x.to(device, memory_format=memory_format or torch.contiguous_format)
-        outputs = model(x).float().contiguous().cpu().numpy()
+        outputs = forward(x).float().contiguous().cpu().numpy()
         for index, region, output in zip(batch, regions, outputs, strict=True):
             weight = functools.reduce(
                 np.multiply.outer, (w[i] for w, i in zip(windows, index, strict=True))
