@@ -63,8 +63,6 @@ from _data import (  # noqa: E402
     write_json,
 )
 
-#: ``--augment`` as ``predict``'s ``augment``: None follows the product's rule.
-AUGMENT_CHOICES = {"auto": None, "on": True, "off": False}
 FRACTIONS = (0.01, 0.05, 0.1, 0.4, 1.0)
 SCORES = ("ap50", "map", "sbd", "abs_dic", "arand")
 SCORE_NAMES = {"ap50": "AP@0.5", "map": "mAP", "sbd": "SBD", "abs_dic": "|DiC|", "arand": "ARand"}
@@ -297,6 +295,7 @@ def spoco_trainer(  # noqa: ANN201
 def _augment(args: argparse.Namespace) -> bool:
     """Whether SPOCO's predictions average the eight orientations (``--augment``)."""
     from napari_spoco.core.prediction import augment_or_default
+    from napari_spoco.core.settings import AUGMENT_CHOICES
 
     return augment_or_default(AUGMENT_CHOICES[args.augment], spatial_dims=2)
 
@@ -594,7 +593,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument(
-        "--augment", choices=tuple(AUGMENT_CHOICES), default="auto",
+        "--augment", choices=("auto", "on", "off"), default="auto",
         help="SPOCO predictions averaged over eight orientations (auto: as the product, on in 2D)",
     )  # fmt: skip
     parser.add_argument("--trees", type=int, default=100, help="random-forest trees")

@@ -178,6 +178,9 @@ def _predict_case(shape: tuple[int, ...], threads: int, queue) -> None:  # noqa:
     start = time.perf_counter()
     predict(model, image)
     seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    predict(model, image, augment=True)  # the eight orientations, as Segment does in 2D
+    augmented = time.perf_counter() - start
     mega = float(np.prod(shape)) / 1e6
     queue.put(
         {
@@ -185,6 +188,8 @@ def _predict_case(shape: tuple[int, ...], threads: int, queue) -> None:  # noqa:
             "shape": list(shape),
             "threads": threads,
             "seconds": seconds,
+            "augmented_seconds": augmented,
+            "augmented_over_plain": augmented / seconds,
             "mega_per_second": mega / seconds,
             "peak_rss_mib": rss_mib("VmHWM"),
         }
@@ -474,13 +479,15 @@ def _report(results: dict) -> None:
     if "predict" in results:
         print("\nprediction (normalise, tile, network)")
         print_table(
-            ["case", "shape", "seconds", "M px or vox / s"],
+            ["case", "shape", "seconds", "M px or vox / s", "8 orientations s", "ratio"],
             [
                 [
                     r["case"],
                     "x".join(map(str, r["shape"])),
                     f"{r['seconds']:.2f}",
                     f"{r['mega_per_second']:.2f}",
+                    f"{r['augmented_seconds']:.2f}",
+                    f"{r['augmented_over_plain']:.1f}",
                 ]
                 for r in results["predict"]
             ],

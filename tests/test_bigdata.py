@@ -41,7 +41,9 @@ def _synthetic_prediction(shape=(200, 232), seed=0):
 
 def test_blockwise_prediction_equals_whole_image_prediction(checkpoint, blobs):
     image = np.tile(blobs[0], (2, 2))[:180, :170]  # 3 x 3 blocks, ragged at the ends
-    whole = predict(network_from_checkpoint(checkpoint), image, loss=checkpoint.config.loss)
+    network = network_from_checkpoint(checkpoint)
+    # Like Segment in the panel, a 2D image averages the eight orientations by default.
+    whole = predict(network, image, loss=checkpoint.config.loss, augment=True)
     seen = []
     result = bigdata.predict_blockwise(
         checkpoint, image, block_shape=(64, 64), progress=lambda done, total: seen.append(done)
@@ -52,6 +54,10 @@ def test_blockwise_prediction_equals_whole_image_prediction(checkpoint, blobs):
     # Too small a halo shows: the test above is sensitive to the context.
     cramped = bigdata.predict_blockwise(checkpoint, image, block_shape=(64, 64), halo=(0, 0))
     assert np.abs(cramped[...] - whole.embeddings).max() > 1e-3
+    plain = bigdata.predict_blockwise(checkpoint, image, block_shape=(64, 64), augment=False)
+    one_pass = predict(network, image, loss=checkpoint.config.loss, augment=False)
+    np.testing.assert_allclose(plain[...], one_pass.embeddings, atol=1e-4)
+    assert np.abs(one_pass.embeddings - whole.embeddings).max() > 1e-3
 
 
 def test_blockwise_prediction_of_a_zarr_with_channels_writes_chunked_zarr(tmp_path, blobs):
@@ -64,7 +70,7 @@ def test_blockwise_prediction_of_a_zarr_with_channels_writes_chunked_zarr(tmp_pa
     out = bigdata.predict_blockwise(
         checkpoint, source, channel_axis=-1, block_shape=(48, 48), out=tmp_path / "out.zarr"
     )
-    whole = predict(network_from_checkpoint(checkpoint), image, channel_axis=-1)
+    whole = predict(network_from_checkpoint(checkpoint), image, channel_axis=-1, augment=True)
     np.testing.assert_allclose(zarr.open_array(tmp_path / "out.zarr")[...], whole.embeddings,
                                atol=1e-4)  # fmt: skip
     assert out.attrs["napari_spoco"]["embedding_dim"] == 16

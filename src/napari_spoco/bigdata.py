@@ -48,7 +48,7 @@ from .core.io import (
     prediction_to_array,
 )
 from .core.model import EmbeddingUNet
-from .core.prediction import Prediction
+from .core.prediction import Prediction, augment_or_default
 from .core.pretrained import load_model_source
 from .core.segmentation import segment_prediction
 from .core.stitching import block_lookup_tables, global_offsets, match_labels, merge_labels
@@ -82,26 +82,28 @@ class _Model:
     loss: LossConfig
     object_scale: float
     percentiles: tuple[float, float]
+    augment: bool
 
 
 def _resolve_model(
-    model: ModelSource, loss: LossConfig | None, object_scale: float | None
+    model: ModelSource, loss: LossConfig | None, object_scale: float | None, augment: bool | None
 ) -> _Model:
     if isinstance(model, str | os.PathLike):
         model = load_model_source(model)
     if isinstance(model, Checkpoint):
         norm = model.normalization
-        return _Model(
-            network_from_checkpoint(model),
-            loss or model.config.loss,
-            object_scale or model.config.object_scale,
-            (float(norm.get("low", 1.0)), float(norm.get("high", 99.8))),
-        )
-    if not isinstance(model, EmbeddingUNet):
+        network = network_from_checkpoint(model)
+        loss, object_scale = loss or model.config.loss, object_scale or model.config.object_scale
+        percentiles = (float(norm.get("low", 1.0)), float(norm.get("high", 99.8)))
+    elif isinstance(model, EmbeddingUNet):
+        network, loss, object_scale = model, loss or LossConfig(), object_scale or 1.0
+        percentiles = (1.0, 99.8)
+    else:
         raise TypeError(
             f"model must be a model file or name, Checkpoint or EmbeddingUNet, got {model!r}"
         )
-    return _Model(model, loss or LossConfig(), object_scale or 1.0, (1.0, 99.8))
+    augment = augment_or_default(augment, network.config.spatial_dims)
+    return _Model(network, loss, object_scale, percentiles, augment)
 
 
 def receptive_radius(config: ModelConfig) -> tuple[int, ...]:
@@ -135,6 +137,7 @@ def predict_blockwise(
     object_scale: float | None = None,
     device: str | None = None,
     tile_shape: Sequence[int] | None = None,
+    augment: bool | None = None,
     n_threads: int | None = None,
     scheduler: Scheduler = None,
     progress: Progress | None = None,
@@ -163,9 +166,10 @@ def predict_blockwise(
         Only blocks that intersect this spatial region are predicted.
     loss, object_scale : optional
         Override the checkpoint's margins and training scale.
-    device, tile_shape : optional
+    device, tile_shape, augment : optional
         Passed to :func:`napari_spoco.core.tiling.predict_embeddings`;
-        ``device=None`` runs where the network is (the CPU for a model file).
+        ``device=None`` runs where the network is (the CPU for a model file);
+        ``augment=None`` follows :func:`~napari_spoco.core.prediction.augment_or_default`.
     n_threads, scheduler, progress : optional
         Threaded workers, a dask.distributed scheduler, ``progress(done, total)``.
 
@@ -176,7 +180,7 @@ def predict_blockwise(
         map per head; its attributes describe the layout
         (:func:`napari_spoco.core.io.prediction_from_array` reads it).
     """
-    spec = _resolve_model(model, loss, object_scale)
+    spec = _resolve_model(model, loss, object_scale, augment)
     source = Source.of(image, channel_axis, spec.network.config)
     blocks = _layout(spec, source.shape, block_shape, halo, roi, context=None)
     config = spec.network.config
@@ -212,6 +216,7 @@ def segment_blockwise(
     object_scale: float | None = None,
     device: str | None = None,
     tile_shape: Sequence[int] | None = None,
+    augment: bool | None = None,
     n_threads: int | None = None,
     scheduler: Scheduler = None,
     progress: Progress | None = None,
@@ -230,7 +235,7 @@ def segment_blockwise(
         uint32 instances of the image's spatial shape, 0 = background,
         objects 1..n, chunked by ``block_shape``.
     """
-    spec = _resolve_model(model, loss, object_scale)
+    spec = _resolve_model(model, loss, object_scale, augment)
     source = Source.of(image, channel_axis, spec.network.config)
     context = _to_image_pixels(receptive_radius(spec.network.config), spec)
     blocks = _layout(spec, source.shape, block_shape, halo, roi, context=context)
@@ -309,8 +314,9 @@ def _predict_region(
     prepared = normalize_percentile(image, bounds=bounds)
     with _INFERENCE_LOCK:
         output = embed_at_scale(
-            spec.network, prepared, spec.object_scale, tile_shape=tile_shape, device=device
-        )
+            spec.network, prepared, spec.object_scale, tile_shape=tile_shape, device=device,
+            augment=spec.augment,
+        )  # fmt: skip
     return Prediction.from_output(output, spec.network, spec.loss)
 
 

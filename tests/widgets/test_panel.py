@@ -328,3 +328,33 @@ def test_every_clustering_method_and_setting_is_offered_and_reaches_the_config(p
         assert config.method == name
         assert config.params == {setting.name: setting.high for setting in method.settings}
         assert settings.is_fast() == method.fast
+
+
+def test_segment_averages_eight_orientations_in_2d_unless_told_not_to(
+    panel, qtbot, monkeypatch, tmp_path
+):
+    from napari_spoco.core.checkpoint import save_checkpoint
+    from napari_spoco.core.config import TrainConfig
+    from napari_spoco.core.recipe import model_config_for
+    from napari_spoco.core.training import Trainer
+    from napari_spoco.widgets import _jobs
+
+    seen = []
+    predict = _jobs.predict
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["augment"])
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(_jobs, "predict", spy)
+    model = model_config_for(2, 1, size="small")
+    path = save_checkpoint(
+        tmp_path / "m.pt", Trainer(TrainConfig(model=model), device="cpu").checkpoint()
+    )
+    assert panel.files.load_model(path)
+    assert panel.segment.augment.currentText().startswith("auto")
+    for choice in ("auto (on in 2D)", "off", "on"):
+        panel.segment.augment.setCurrentText(choice)
+        with qtbot.waitSignal(panel.segment.segmented, timeout=120_000):
+            panel.segment.predict()
+    assert seen == [True, False, True]

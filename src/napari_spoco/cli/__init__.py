@@ -44,6 +44,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from ..core.settings import AUGMENT, AUGMENT_CHOICES
     from . import evaluation, prediction, training
 
     parser = argparse.ArgumentParser(
@@ -126,6 +127,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     predict.add_argument("--device", default="auto", help="cuda:N, mps, cpu or auto")
     predict.add_argument("--tile", type=int, nargs="+", metavar="N", help="tile shape per axis")
+    predict.add_argument("--augment", choices=tuple(AUGMENT_CHOICES), default="auto", help=AUGMENT)
     predict.add_argument(
         "--object-size", type=float, metavar="PX",
         help="typical object diameter in pixels (default: the model's training scale; a "

@@ -144,7 +144,8 @@ def _predict_whole(args, checkpoint, networks, image, out, name, config, channel
             "%s: objects of %.1f px, resized by %.3g", name, REFERENCE_DIAMETER / scale, scale
         )
     options = {"loss": checkpoint.config.loss, "object_scale": scale,
-               "channel_axis": channel_axis, "tile_shape": args.tile}  # fmt: skip
+               "channel_axis": channel_axis, "tile_shape": args.tile,
+               "augment": _augment(args, network)}  # fmt: skip
     prediction = predict_image(network, image, **options)
     teacher_view = None if teacher is None else predict_image(teacher, image, **options).embeddings
     instances = segment_prediction(prediction, config, teacher=teacher_view)
@@ -180,8 +181,17 @@ def _write_doubts(  # noqa: PLR0913
     logger.info("%s: uncertainty → %s_uncertainty.tif, %s_doubts.csv%s", name, name, name, worst)
 
 
+def _augment(args: argparse.Namespace, network: Any) -> bool:
+    """``--augment`` for this model: "auto" follows the core's rule for its dimensions."""
+    from ..core.prediction import augment_or_default
+    from ..core.settings import AUGMENT_CHOICES
+
+    return augment_or_default(AUGMENT_CHOICES[args.augment], network.config.spatial_dims)
+
+
 def _predict_blockwise(args, checkpoint, image, out, name, config, channel_axis) -> None:
     from ..bigdata import predict_blockwise, segment_blockwise, segment_prediction_blockwise
+    from ..core.settings import AUGMENT_CHOICES
 
     blocks = _block_options(args)
     target = out / f"{name}_instances.zarr"
@@ -194,7 +204,7 @@ def _predict_blockwise(args, checkpoint, image, out, name, config, channel_axis)
 
     scale = object_scale_from_annotations([], diameter=args.object_size)
     run = {"device": device, "tile_shape": args.tile, "channel_axis": channel_axis,
-           "object_scale": scale}  # fmt: skip
+           "object_scale": scale, "augment": AUGMENT_CHOICES[args.augment]}  # fmt: skip
     if args.embeddings:
         blockwise = {key: value for key, value in blocks.items() if key != "halo"}
         with _Bar(args, f"{name}: predicting") as progress:

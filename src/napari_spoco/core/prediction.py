@@ -19,7 +19,13 @@ from .image import check_image_size, prepare_image, rescale_spatial
 from .model import EmbeddingUNet, split_output
 from .tiling import predict_embeddings
 
-__all__ = ["Prediction", "augment_or_default", "embed_at_scale", "predict", "predict_image"]
+__all__ = [
+    "Prediction",
+    "augment_or_default",
+    "embed_at_scale",
+    "predict",
+    "predict_image",
+]
 
 
 def augment_or_default(augment: bool | None, spatial_dims: int) -> bool:

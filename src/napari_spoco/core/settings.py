@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, get_args, get_type_hints
 
 __all__ = [
+    "AUGMENT",
+    "AUGMENT_CHOICES",
     "LOSS_SETTINGS",
     "SEGMENT_SETTINGS",
     "TRAIN_SETTINGS",
@@ -164,3 +166,13 @@ SEGMENT_SETTINGS: dict[str, Setting] = _listed(
         "Instances smaller than this many pixels are removed.",
     ),
 )  # fmt: skip
+
+
+#: Whether Segment averages the network's output over eight orientations: the choices as
+#: the panel and the command line name them (None: ``core.prediction.augment_or_default``).
+AUGMENT_CHOICES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+AUGMENT = (
+    "Average the network's output over the image flipped and turned by quarter turns (eight "
+    "passes, about 3x the prediction time; more accurate instances). auto: on for 2D images, "
+    "off for 3D."
+)

@@ -20,11 +20,13 @@ __all__ = ["DOUBTS_LISTED", "blockwise_job", "cluster_job", "predict_job"]
 DOUBTS_LISTED = 10
 
 
-def predict_job(model, teacher, config, frames, channel_axis, device, report, painted=None):  # noqa: ANN001
+def predict_job(model, teacher, config, frames, channel_axis, device, report, painted=None,  # noqa: ANN001, PLR0913
+                augment=False):  # fmt: skip
     """Worker body: embed every frame (tiled), with the teacher too when it is needed.
 
     ``painted`` is ``(annotations, background_id)``: the objects painted on the
     image, whose size sets the scale for a model without one of its own.
+    ``augment``: average the eight orientations (the size is measured without).
     """
     annotations, background_id = painted or ((), None)
     results = []
@@ -39,6 +41,7 @@ def predict_job(model, teacher, config, frames, channel_axis, device, report, pa
             "object_scale": scale,
             "channel_axis": channel_axis,
             "device": device,
+            "augment": augment,
         }
         tiles = lambda i, n, done=done: report(done * n + i, len(frames) * n)  # noqa: E731
         prediction = predict(model, image, progress=tiles, **options)
@@ -49,7 +52,7 @@ def predict_job(model, teacher, config, frames, channel_axis, device, report, pa
     return results
 
 
-def blockwise_job(checkpoint, image, config, channel_axis, device, report, folder):  # noqa: ANN001
+def blockwise_job(checkpoint, image, config, channel_axis, device, augment, report, folder):  # noqa: ANN001, PLR0913
     """Worker body for images above :data:`~napari_spoco.bigdata.LARGE_IMAGE_PIXELS`.
 
     Predicts and clusters block by block into a zarr store in ``folder``, so
@@ -60,7 +63,7 @@ def blockwise_job(checkpoint, image, config, channel_axis, device, report, folde
     out = Path(folder) / "instances.zarr"
     return segment_blockwise(
         checkpoint, image, segment_config=config, channel_axis=channel_axis, out=out,
-        device=device, progress=report,
+        device=device, augment=augment, progress=report,
     )  # fmt: skip
 
 

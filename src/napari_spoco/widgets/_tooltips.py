@@ -6,6 +6,7 @@ test checks that every control of the panel has one.
 """
 
 from ..core.recipe import TOUCHING_FRACTION
+from ..core.settings import AUGMENT
 
 TOOLTIPS: dict[str, str] = {
     # Annotate
@@ -60,6 +61,7 @@ TOOLTIPS: dict[str, str] = {
     # Segment
     "segment_image": "The image to segment (any open image the model fits).",
     "segment_scope": "Segment the current time point only or every time point.",
+    "augment": AUGMENT,
     "method": (
         "Clustering of the embeddings: mutex watershed (fast, default), HDBSCAN, mean shift, "
         "or consistency clustering (mean shift checked against the teacher)."

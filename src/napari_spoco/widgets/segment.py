@@ -24,6 +24,8 @@ from superqt.utils import ensure_main_thread, qdebounced
 
 from ..core.axes import Axes, guess_axes
 from ..core.clustering_methods import CLUSTERING_METHODS
+from ..core.prediction import augment_or_default
+from ..core.settings import AUGMENT_CHOICES
 from ._jobs import DOUBTS_LISTED, blockwise_job, cluster_job, predict_job
 from ._layers import LayerComboBox, result_layer, show_result
 from ._pacer import Pacer
@@ -64,6 +66,8 @@ class SegmentSection(QWidget):
         self.image_box = LayerComboBox(viewer, Image)
         self.scope = QComboBox()
         self.scope.addItems(["current time point", "all time points"])
+        self.augment = QComboBox()  # its items are AUGMENT_CHOICES, "auto" explained
+        self.augment.addItems(["auto (on in 2D)", *list(AUGMENT_CHOICES)[1:]])
         self.settings = SegmentSettings()
         self.predict_button = QPushButton("Segment")
         self.recluster_button = QPushButton("Re-cluster")
@@ -74,6 +78,7 @@ class SegmentSection(QWidget):
         form = QFormLayout()
         form.addRow("Image", self.image_box)
         form.addRow("Time points", self.scope)
+        form.addRow("Eight orientations", self.augment)
         buttons = QHBoxLayout()
         buttons.addWidget(self.predict_button)
         buttons.addWidget(self.recluster_button)
@@ -86,6 +91,7 @@ class SegmentSection(QWidget):
         for widget, key in (
             (self.image_box, "segment_image"),
             (self.scope, "segment_scope"),
+            (self.augment, "augment"),
             (self.predict_button, "predict"),
             (self.recluster_button, "recluster"),
         ):
@@ -150,8 +156,9 @@ class SegmentSection(QWidget):
         except ValueError as error:
             show_warning(f"{error}. Check its axes.")
             return None
+        augment = augment_or_default(self._augment_choice(), axes.spatial_dims)
         if self._is_large(layer, axes):
-            return self._predict_blockwise(layer, axes, config, device)
+            return self._predict_blockwise(layer, axes, config, device, augment)
         frames = self._frames(layer, axes)
         method = CLUSTERING_METHODS[self.settings.method.currentText()]
         use_teacher = teacher if method.needs_teacher else None
@@ -162,7 +169,7 @@ class SegmentSection(QWidget):
         self.status.setText(f"Predicting {layer.name}…")
         worker = start_worker(
             self, predict_job, model, use_teacher, config, frames, axes.channel_axis, device,
-            self._report, self._painted(layer),
+            self._report, self._painted(layer), augment,
             on_return=lambda results: self._predicted(layer, axes, results),
             on_error=lambda _: self._failed(),
         )  # fmt: skip
@@ -179,7 +186,12 @@ class SegmentSection(QWidget):
         spatial = [n for n, a in zip(layer.data.shape, axes.spec, strict=True) if a != "C"]
         return int(np.prod(spatial)) > bigdata.LARGE_IMAGE_PIXELS
 
-    def _predict_blockwise(self, layer: Image, axes: Axes, config: Any, device: Any) -> Any:
+    def _augment_choice(self) -> bool | None:
+        return list(AUGMENT_CHOICES.values())[self.augment.currentIndex()]
+
+    def _predict_blockwise(
+        self, layer: Image, axes: Axes, config: Any, device: Any, augment: bool
+    ) -> Any:
         """Segment block by block; the result is a lazily shown zarr-backed layer."""
         checkpoint = (
             self.state.trainer.checkpoint() if self.state.trainer else self.state.loaded_checkpoint
@@ -200,7 +212,7 @@ class SegmentSection(QWidget):
 
         worker = start_worker(
             self, blockwise_job, checkpoint, layer.data, segment_config, axes.channel_axis, device,
-            self._report, scratch.name,
+            augment, self._report, scratch.name,
             on_return=lambda result: self._blockwise_done(layer, axes, result, scratch),
             on_error=lambda _: failed(),
         )  # fmt: skip
