@@ -173,6 +173,6 @@ SEGMENT_SETTINGS: dict[str, Setting] = _listed(
 AUGMENT_CHOICES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 AUGMENT = (
     "Average the network's output over the image flipped and turned by quarter turns (eight "
-    "passes, about 3x the prediction time; more accurate instances). auto: on for 2D images, "
+    "passes: 3-7x the prediction time; more accurate instances). auto: on for 2D images, "
     "off for 3D."
 )
