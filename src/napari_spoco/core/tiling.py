@@ -142,7 +142,10 @@ def predict_embeddings(
     memory_format = torch.channels_last if _use_channels_last(spatial_dims) else None
     logger.debug("predicting %s in %s tiles of %s", image.shape, [len(s) for s in starts], tile)
     with _inference_ready(model, device, memory_format), torch.inference_mode():
-        forward = functools.partial(_averaged_over_orientations, model) if augment else model
+        layout = memory_format or torch.contiguous_format
+        forward = (
+            functools.partial(_averaged_over_orientations, model, layout) if augment else model
+        )
         return _accumulate(
             forward, model.config.output_channels, image, tile, starts, batch_size, device,
             memory_format, progress,
@@ -266,24 +269,21 @@ def _inference_ready(
         model.train(was_training)
 
 
-def _averaged_over_orientations(model: EmbeddingUNet, x: torch.Tensor) -> torch.Tensor:
+def _averaged_over_orientations(
+    model: EmbeddingUNet, layout: torch.memory_format, x: torch.Tensor
+) -> torch.Tensor:
     """Run ``model`` on each of the :data:`ORIENTATIONS` of ``x``; average, turned back."""
     total = None
     for flips, swap in ORIENTATIONS:
         turned = x.flip(flips) if flips else x
         if swap:
             turned = turned.transpose(-1, -2)
-        output = model(turned.contiguous(memory_format=_memory_format_of(x)))
+        output = model(turned.contiguous(memory_format=layout))
         if swap:
             output = output.transpose(-1, -2)
         output = output.flip(flips) if flips else output
         total = output.float() if total is None else total + output.float()
     return total / len(ORIENTATIONS)
-
-
-def _memory_format_of(x: torch.Tensor) -> torch.memory_format:
-    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def _accumulate(  # noqa: PLR0913

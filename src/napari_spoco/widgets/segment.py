@@ -66,8 +66,9 @@ class SegmentSection(QWidget):
         self.image_box = LayerComboBox(viewer, Image)
         self.scope = QComboBox()
         self.scope.addItems(["current time point", "all time points"])
-        self.augment = QComboBox()  # its items are AUGMENT_CHOICES, "auto" explained
-        self.augment.addItems(["auto (on in 2D)", *list(AUGMENT_CHOICES)[1:]])
+        self.augment = QComboBox()  # each item carries its AUGMENT_CHOICES value
+        for name, value in AUGMENT_CHOICES.items():
+            self.augment.addItem("auto (on in 2D)" if value is None else name, value)
         self.settings = SegmentSettings()
         self.predict_button = QPushButton("Segment")
         self.recluster_button = QPushButton("Re-cluster")
@@ -156,7 +157,7 @@ class SegmentSection(QWidget):
         except ValueError as error:
             show_warning(f"{error}. Check its axes.")
             return None
-        augment = augment_or_default(self._augment_choice(), axes.spatial_dims)
+        augment = augment_or_default(self.augment.currentData(), axes.spatial_dims)
         if self._is_large(layer, axes):
             return self._predict_blockwise(layer, axes, config, device, augment)
         frames = self._frames(layer, axes)
@@ -185,9 +186,6 @@ class SegmentSection(QWidget):
             return False
         spatial = [n for n, a in zip(layer.data.shape, axes.spec, strict=True) if a != "C"]
         return int(np.prod(spatial)) > bigdata.LARGE_IMAGE_PIXELS
-
-    def _augment_choice(self) -> bool | None:
-        return list(AUGMENT_CHOICES.values())[self.augment.currentIndex()]
 
     def _predict_blockwise(
         self, layer: Image, axes: Axes, config: Any, device: Any, augment: bool
