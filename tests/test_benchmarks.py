@@ -6,6 +6,7 @@ the accuracy, interactive and pretraining scripts read the bundled sample
 """
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +89,9 @@ def test_generalist_lists_and_scores_a_dsb_like_folder(tmp_path):
     """``lists`` keeps ``excluded`` out of every list; ``package`` scores per kind, and
     NIH3T3 training images (never its test images) with ``--nih3t3``."""
     import tifffile
+    import torch
 
+    from napari_spoco.core.checkpoint import load_checkpoint
     from napari_spoco.core.pretrained import builtin_model_path
     from napari_spoco.core.sample_data import load_nuclei_2d
 
@@ -125,9 +128,24 @@ def test_generalist_lists_and_scores_a_dsb_like_folder(tmp_path):
             tifffile.imwrite(nih3t3 / part / name, pixels[:192, 16 * number : 16 * number + 192])
     results = tmp_path / "generalist.json"
     model = str(builtin_model_path("nuclei"))
+    shipped = tmp_path / "shipped.pt"
     package = [*script, "package", model, str(folder), "--results", str(results)]
-    subprocess.run([*package, "--nih3t3", str(nih3t3)], check=True, timeout=600)
+    subprocess.run(
+        [*package, "--nih3t3", str(nih3t3), "--out", str(shipped)], check=True, timeout=600
+    )
     report = json.loads(results.read_text())
+    # The foreground threshold is chosen on val, zero-shot, and moved into the shipped head.
+    choice = report["foreground_threshold_choice"]
+    assert [c["threshold"] for c in choice] == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75]
+    chosen = report["foreground_threshold"]
+    assert chosen == max(choice, key=lambda c: c["zero_shot"])["threshold"]
+    run, written = load_checkpoint(model), load_checkpoint(shipped)
+    for state in ("model_state", "teacher_state"):
+        before, after = getattr(run, state), getattr(written, state)
+        moved = before["extra_heads.2.bias"] - after["extra_heads.2.bias"]
+        assert moved.tolist() == pytest.approx([math.log(chosen / (1 - chosen)), 0.0], abs=1e-6)
+        assert all(torch.equal(before[k], after[k]) for k in before if k != "extra_heads.2.bias")
+    assert written.optimizer_state is None and written.config.scale_per_image
     assert set(report["val_ap50"]) == {"fluorescence", "colour", "all"}
     assert report["val_ap50"]["all"]["images"] == 2
     assert 0 < report["val_ap50"]["all"]["size_ratio_median"] < 10

@@ -71,3 +71,22 @@ def test_model_without_heads_keeps_the_original_layout():
     plain = build_model(ModelConfig(depth=2, base_features=8))
     assert plain.extra_heads is None
     assert not any(key.startswith("extra_heads") for key in plain.state_dict())
+
+
+def test_moving_the_foreground_threshold_gives_the_stricter_mask_at_one_half():
+    torch.manual_seed(0)
+    config = ModelConfig(depth=2, base_features=8, foreground_head=True, distance_head=True)
+    model = build_model(config).eval()
+    image = torch.randn(1, 1, 32, 32)
+    before = split_output(model(image), config, axis=1)
+    model.move_foreground_threshold(0.6)
+    after = split_output(model(image), config, axis=1)
+    probability = {name: torch.sigmoid(out[1]["foreground"]) for name, out in
+                   (("before", before), ("after", after))}  # fmt: skip
+    assert torch.equal(probability["before"] > 0.6, probability["after"] > 0.5)
+    assert (probability["before"] > 0.5).sum() > (probability["after"] > 0.5).sum()
+    # Nothing else moves: the embedding and the distance head are untouched.
+    assert torch.equal(before[0], after[0])
+    assert torch.equal(before[1]["distance"], after[1]["distance"])
+    with pytest.raises(ValueError, match="no foreground head"):
+        build_model(ModelConfig(depth=2, base_features=8)).move_foreground_threshold(0.6)

@@ -11,6 +11,7 @@ only (``ModelConfig.bottleneck_projection``); it is not part of the output.
 
 from __future__ import annotations
 
+import math
 from typing import TypeVar
 
 import numpy as np
@@ -101,6 +102,27 @@ class EmbeddingUNet(nn.Module):
             if config.bottleneck_projection
             else None
         )
+
+    @torch.no_grad()
+    def move_foreground_threshold(self, threshold: float) -> None:
+        """Shift the foreground head so that its probability 0.5 falls where ``threshold`` was.
+
+        A trained model's best decision point, measured on validation images, then
+        holds wherever its output is read, with no setting of its own; training
+        moves it again as the head learns the painted objects. The mask at 0.5
+        afterwards is exactly the mask at ``threshold`` before (one bias moves).
+
+        Raises
+        ------
+        ValueError
+            If the model has no foreground head or ``threshold`` is not in (0, 1).
+        """
+        if "foreground" not in self.config.heads or self.extra_heads is None:
+            raise ValueError("this model has no foreground head")
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+        channel = self.config.heads.index("foreground")
+        self.extra_heads[-1].bias[channel] -= math.log(threshold / (1 - threshold))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Map ``image`` (B, C, *spatial) to (B, D + heads, *spatial), see :func:`split_output`."""
