@@ -70,11 +70,11 @@ def test_the_generalist_measures_object_size_and_segments_the_sample_zero_shot(g
     image, truth = sample
     true_diameter = median_object_diameter(truth)
     measured = estimate_object_diameter(network, image, loss=checkpoint.config.loss)
-    assert measured == pytest.approx(true_diameter, rel=0.15)  # 1.06 measured
+    assert measured == pytest.approx(true_diameter, rel=0.15)  # 1.00 measured
     scale = prediction_scale(network, checkpoint.config, image)
-    # The target is 0.7; this model reaches 0.693 with the eight orientations
-    # averaged, 0.655 with one pass (the model card says so).
-    assert _score(network, checkpoint.config, image, truth, scale) >= 0.68
+    # The target: 0.750 measured with the eight orientations averaged (0.693 before
+    # the foreground head was moved to the threshold chosen on DSB val; the model card).
+    assert _score(network, checkpoint.config, image, truth, scale) >= 0.7
     # Painted objects set the scale instead of the measurement.
     painted = keep_fraction_of_objects(truth, 0.1, seed=0)
     from_paint = prediction_scale(network, checkpoint.config, image, annotations=[painted])
