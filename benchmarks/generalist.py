@@ -103,6 +103,8 @@ def write_lists(folder: Path, out: Path, subset: int = 20) -> None:
 #: Foreground thresholds the packaging step tries on ``val``. The model ships with its
 #: foreground head moved so that 0.5 is the best of them (``move_foreground_threshold``).
 FOREGROUND_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
+#: The two sizes every image is scored at: its true object size, and the one the model measures.
+ARMS = ("true_size", "zero_shot")
 
 
 def package(
@@ -123,6 +125,7 @@ def package(
     )
     from napari_spoco.core.image import looks_rgb, rgb_to_grey
     from napari_spoco.core.metrics import average_precision
+    from napari_spoco.core.model import EmbeddingUNet
     from napari_spoco.core.prediction import augment_or_default, predict
     from napari_spoco.core.segmentation import prediction_scale, segment_prediction
 
@@ -133,16 +136,15 @@ def package(
     start = time.perf_counter()
     index = _index(folder)
 
-    def networks(threshold: float) -> list:
-        """The run's network (and teacher) with the foreground head moved to ``threshold``."""
-        moved = []
-        for teacher in (False, True)[: 1 + (trained.teacher_state is not None)]:
-            network = network_from_checkpoint(trained, teacher=teacher)
-            network.move_foreground_threshold(threshold)
-            moved.append(network)
-        return moved
+    def moved(threshold: float, teacher: bool = False) -> EmbeddingUNet:
+        """The run's network (or teacher) with the foreground head moved to ``threshold``."""
+        network = network_from_checkpoint(trained, teacher=teacher)
+        network.move_foreground_threshold(threshold)
+        return network
 
-    def score(network, image: np.ndarray, truth: np.ndarray, arms: tuple[str, ...]) -> dict:  # noqa: ANN001
+    def score(
+        network: EmbeddingUNet, image: np.ndarray, truth: np.ndarray, arms: tuple[str, ...]
+    ) -> dict:
         image = rgb_to_grey(image) if looks_rgb(image.shape) else image
         scores = {}
         true_scale = object_scale_from_annotations([truth]) or 1.0
@@ -160,7 +162,9 @@ def package(
             )
         return scores
 
-    def score_all(network, data: Path, entries: list[dict], arms=("true_size", "zero_shot")):  # noqa: ANN001
+    def score_all(
+        network: EmbeddingUNet, data: Path, entries: list[dict], arms: tuple[str, ...] = ARMS
+    ) -> list[dict]:
         rows = []
         for entry in entries:  # one image in memory at a time
             [(image, truth)] = load_pairs(data, [f"{entry['id']}.tif"])
@@ -169,19 +173,25 @@ def package(
 
     val = [{"id": e["id"], "kind": e["kind"]} for e in index if e["split"] == "val"]
     # The threshold that serves a user who paints nothing: zero-shot, chosen on val only.
-    choice = []
+    zero_shot_on_val = {}
     for threshold in FOREGROUND_THRESHOLDS if foreground_threshold is None else ():
-        rows = score_all(networks(threshold)[0], folder, val, arms=("zero_shot",))
-        choice.append({"threshold": threshold, "zero_shot": _mean(rows, "zero_shot")})
-        print(
-            f"foreground threshold {threshold}: val zero-shot AP@0.5 {choice[-1]['zero_shot']:.3f}"
-        )
-    chosen = foreground_threshold or max(choice, key=lambda c: c["zero_shot"])["threshold"]
-    network, *teacher = networks(chosen)
+        zero_shot_on_val[threshold] = score_all(moved(threshold), folder, val, ("zero_shot",))
+        ap50 = _mean(zero_shot_on_val[threshold], "zero_shot")
+        print(f"foreground threshold {threshold}: val zero-shot AP@0.5 {ap50:.3f}")
+    choice = [
+        {"threshold": t, "zero_shot": _mean(r, "zero_shot")} for t, r in zero_shot_on_val.items()
+    ]
+    if foreground_threshold is None:
+        foreground_threshold = max(choice, key=lambda c: c["zero_shot"])["threshold"]
+    network = moved(foreground_threshold)
     rows = {}
     for split in ("val", "test"):
         entries = [{"id": e["id"], "kind": e["kind"]} for e in index if e["split"] == split]
-        if entries:
+        if split == "val" and foreground_threshold in zero_shot_on_val:  # half scored already
+            true_size = score_all(network, folder, entries, ("true_size",))
+            zero_shot = zero_shot_on_val[foreground_threshold]
+            rows[split] = [{**a, **b} for a, b in zip(true_size, zero_shot, strict=True)]
+        elif entries:
             rows[split] = score_all(network, folder, entries)
     if nih3t3 is not None:
         names = split_names(nih3t3)[0]
@@ -194,7 +204,11 @@ def package(
         shipped = Checkpoint(
             config=config,
             model_state=network.state_dict(),
-            teacher_state=teacher[0].state_dict() if teacher else None,
+            teacher_state=(
+                moved(foreground_threshold, teacher=True).state_dict()
+                if trained.teacher_state is not None
+                else None
+            ),
             step=trained.step,
             normalization=trained.normalization,
         )
@@ -205,7 +219,7 @@ def package(
         "step": trained.step,
         "seconds_per_step": _median_speed(trained.history),
         "eight_orientations": augment,
-        "foreground_threshold": chosen,
+        "foreground_threshold": foreground_threshold,
         "foreground_threshold_choice": choice,
         **{f"{split}_ap50": values for split, values in summary.items()},
         **{f"{split}_per_image": values for split, values in rows.items()},
@@ -215,7 +229,7 @@ def package(
     }
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"foreground head moved to threshold {chosen} (0.5 now means {chosen})")
+    print(f"foreground head moved to threshold {foreground_threshold} (0.5 now means it)")
     for split, kinds in summary.items():
         for kind, values in kinds.items():
             print(
@@ -239,7 +253,7 @@ def _summary(rows: list[dict]) -> dict:
     return {
         name: {
             "images": len(group),
-            **{arm: _mean(group, arm) for arm in ("true_size", "zero_shot")},
+            **{arm: _mean(group, arm) for arm in ARMS},
             # Measured over true size: 1 is perfect; the fraction within 35 % of the truth.
             "size_ratio_median": float(np.median([_size_ratio(r) for r in group])),
             "size_within_35_percent": float(
