@@ -34,3 +34,25 @@ def make_blobs(shape=(96, 96), n_objects=12, radius=6, seed=0):
 @pytest.fixture
 def blobs():
     return make_blobs()
+
+
+@pytest.fixture
+def record_keyword(monkeypatch):
+    """Wrap ``owner.name`` so that each call records one keyword argument and still runs.
+
+    Front-end tests use it to check that an option reaches the core (the value
+    the core was called with), not just that the widget or flag exists.
+    """
+
+    def wrap(owner, name: str, keyword: str) -> list:
+        seen = []
+        original = getattr(owner, name)
+
+        def recording(*args, **kwargs):
+            seen.append(kwargs[keyword])
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, recording)
+        return seen
+
+    return wrap

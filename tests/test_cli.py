@@ -996,18 +996,13 @@ def test_colour_images_are_read_as_rgb_as_napari_does_or_as_grey(data, tmp_path,
     assert load_checkpoint(tmp_path / "grey.pt").config.model.in_channels == 1
 
 
-def test_predict_averages_eight_orientations_in_2d_unless_told_not_to(data, tmp_path, monkeypatch):
+def test_predict_averages_eight_orientations_in_2d_unless_told_not_to(
+    data, tmp_path, record_keyword
+):
     """``--augment`` reaches the prediction; "auto" (the default) is on for a 2D image."""
     from napari_spoco.core import prediction
 
-    seen = []
-    predict = prediction.predict
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["augment"])
-        return predict(*args, **kwargs)
-
-    monkeypatch.setattr(prediction, "predict", spy)
+    seen = record_keyword(prediction, "predict", "augment")
     argv = ["predict", "--model", str(data / "model.pt"), "--images", str(data / "C.tif"),
             "--device", "cpu", "-q"]  # fmt: skip
     assert main([*argv, "--out", str(tmp_path / "auto")]) == 0

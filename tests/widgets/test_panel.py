@@ -331,7 +331,7 @@ def test_every_clustering_method_and_setting_is_offered_and_reaches_the_config(p
 
 
 def test_segment_averages_eight_orientations_in_2d_unless_told_not_to(
-    panel, qtbot, monkeypatch, tmp_path
+    panel, qtbot, record_keyword, tmp_path
 ):
     from napari_spoco.core.checkpoint import save_checkpoint
     from napari_spoco.core.config import TrainConfig
@@ -339,14 +339,7 @@ def test_segment_averages_eight_orientations_in_2d_unless_told_not_to(
     from napari_spoco.core.training import Trainer
     from napari_spoco.widgets import _jobs
 
-    seen = []
-    predict = _jobs.predict
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["augment"])
-        return predict(*args, **kwargs)
-
-    monkeypatch.setattr(_jobs, "predict", spy)
+    seen = record_keyword(_jobs, "predict", "augment")
     model = model_config_for(2, 1, size="small")
     path = save_checkpoint(
         tmp_path / "m.pt", Trainer(TrainConfig(model=model), device="cpu").checkpoint()
