@@ -174,7 +174,8 @@ def package(
     val = [{"id": e["id"], "kind": e["kind"]} for e in index if e["split"] == "val"]
     # The threshold that serves a user who paints nothing: zero-shot, chosen on val only.
     zero_shot_on_val = {}
-    for threshold in FOREGROUND_THRESHOLDS if foreground_threshold is None else ():
+    candidates = FOREGROUND_THRESHOLDS if foreground_threshold is None else ()
+    for threshold in candidates:
         zero_shot_on_val[threshold] = score_all(moved(threshold), folder, val, ("zero_shot",))
         ap50 = _mean(zero_shot_on_val[threshold], "zero_shot")
         print(f"foreground threshold {threshold}: val zero-shot AP@0.5 {ap50:.3f}")
