@@ -9,7 +9,7 @@ import torch
 from napari_spoco.core.checkpoint import load_checkpoint, load_model, save_checkpoint
 from napari_spoco.core.config import ModelConfig, TrainConfig
 from napari_spoco.core.device import available_devices, resolve_device
-from napari_spoco.core.recipe import FINE_TUNE_LR, NEW_MODEL_LR
+from napari_spoco.core.recipe import FINE_TUNE_LR, NEW_MODEL_LR, REFINE_LR_SHARE
 from napari_spoco.core.training import Trainer
 
 SMALL = TrainConfig(
@@ -208,6 +208,28 @@ def test_a_non_finite_loss_stops_training_without_touching_the_weights(blobs, mo
         trainer.run()
     after = dict(trainer.model.named_parameters())
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _peak(records):
+    return max(record.learning_rate for record in records)
+
+
+def test_a_fine_tuned_model_trained_again_takes_smaller_steps(blobs, tmp_path):
+    """After corrections, full-rate runs pull the network towards the few painted images."""
+    new = _trainer(blobs)
+    assert _peak(_collect(new)) == _peak(_collect(new)) == NEW_MODEL_LR  # a new network's
+    tuned = _trainer(blobs, checkpoint=new.checkpoint())
+    assert _peak(_collect(tuned)) == pytest.approx(FINE_TUNE_LR)
+    tuned.reconfigure(replace(tuned.config, learning_rate=None))  # Train again, rate on auto
+    tuned.set_data(*_sparse(blobs))
+    again = FINE_TUNE_LR * REFINE_LR_SHARE
+    assert _peak(_collect(tuned)) == pytest.approx(again)
+    # A saved fine-tuned model, fine-tuned again from the file (the command line's --from).
+    saved = load_checkpoint(save_checkpoint(tmp_path / "tuned.pt", tuned.checkpoint()))
+    assert _peak(_collect(_trainer(blobs, checkpoint=saved))) == pytest.approx(again)
+    # A rate the user chose is kept, run after run.
+    chosen = _trainer(blobs, config=replace(SMALL, learning_rate=2e-4), checkpoint=saved)
+    assert _peak(_collect(chosen)) == _peak(_collect(chosen)) == pytest.approx(2e-4)
 
 
 def test_resuming_continues_the_schedule_where_the_run_stopped(blobs, tmp_path):

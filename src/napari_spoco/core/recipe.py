@@ -30,6 +30,7 @@ __all__ = [
     "FINE_TUNE_LR",
     "NEW_MODEL_LR",
     "NEW_NETWORK_ITERATIONS",
+    "REFINE_LR_SHARE",
     "default_iterations",
     "default_learning_rate",
     "model_config_for",
@@ -90,6 +91,11 @@ NEW_MODEL_LR = 1e-3
 #: Peak learning rate when a trained model is fine-tuned: small enough to keep what it knows.
 #: On held-out NIH3T3 training images, 1e-4, 3e-4 and 1e-3 scored the same.
 FINE_TUNE_LR = NEW_MODEL_LR / 10
+#: Share of :data:`FINE_TUNE_LR` at which a model that was fine-tuned already is trained
+#: again (after corrections). In a simulated session (one NIH3T3 image, 5 corrected
+#: nuclei and 100 steps per round, 3 seeds), rounds at the full rate cost the held-out
+#: images 0.06 AP@0.5 over three rounds; at a third, 0.03.
+REFINE_LR_SHARE = 1 / 3
 #: Steps of a run that fine-tunes a trained model. From the nuclei generalist, 150 steps
 #: (about a minute on 2 CPU cores) scored as well as 2 minutes (250-270 steps) on NIH3T3
 #: nuclei at every annotation density.
@@ -141,9 +147,23 @@ def default_iterations(fine_tune: bool, objects_touch: bool = False) -> int:
     return FINE_TUNE_ITERATIONS if fine_tune else NEW_NETWORK_ITERATIONS
 
 
-def default_learning_rate(fine_tune: bool) -> float:
-    """Return the peak learning rate of a run: a tenth when it starts from a trained model."""
-    return FINE_TUNE_LR if fine_tune else NEW_MODEL_LR
+def default_learning_rate(fine_tune: bool, *, fine_tuned_before: bool = False) -> float:
+    """Return the peak learning rate of a run: a tenth when it starts from a trained model.
+
+    Training a fine-tuned model again, as after corrections, takes smaller steps
+    still (:data:`REFINE_LR_SHARE`): on the same few painted images, each run at
+    the full rate pulls the network further towards them and away from other images.
+
+    Examples
+    --------
+    >>> default_learning_rate(False), default_learning_rate(True)
+    (0.001, 0.0001)
+    >>> round(default_learning_rate(True, fine_tuned_before=True), 7)
+    3.33e-05
+    """
+    if not fine_tune:
+        return NEW_MODEL_LR
+    return FINE_TUNE_LR * (REFINE_LR_SHARE if fine_tuned_before else 1.0)
 
 
 def pretraining_loss(loss: LossConfig | None = None) -> LossConfig:

@@ -129,7 +129,8 @@ TRAIN_SETTINGS: dict[str, Setting] = _listed(
     ),
     Setting(
         "learning_rate", "Learning rate", 0.0, 1.0, 1e-4,
-        "Adam learning rate; 'auto' is 1e-3 for a new network and 1e-4 for fine-tuning.",
+        "Adam learning rate; 'auto' is 1e-3 for a new network, 1e-4 for fine-tuning, and a "
+        "third of that to train a fine-tuned model again (after corrections).",
         special="auto", decimals=6,
     ),
     Setting("batch_size", "Batch size", 1, 64, 1, "Patches per training step."),

@@ -123,7 +123,13 @@ class Trainer:
         self.teacher = copy.deepcopy(self.model).requires_grad_(False)
         if checkpoint is not None and checkpoint.teacher_state is not None:
             self.teacher.load_state_dict(checkpoint.teacher_state)
-        self.learning_rate = config.learning_rate or default_learning_rate(checkpoint is not None)
+        #: Whether the weights came out of sparse fine-tuning: a run that trains them
+        #: again takes smaller steps, unless the learning rate was chosen.
+        self._fine_tuned = checkpoint is not None and bool(checkpoint.config.keep_norm_statistics)
+        self._learning_rate_chosen = config.learning_rate is not None
+        self.learning_rate = config.learning_rate or default_learning_rate(
+            checkpoint is not None, fine_tuned_before=self._fine_tuned
+        )
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=self.learning_rate, weight_decay=config.weight_decay
         )
@@ -223,6 +229,7 @@ class Trainer:
         if config.keep_norm_statistics is None:  # this run's choice holds for the next ones
             config = replace(config, keep_norm_statistics=self.config.keep_norm_statistics)
         self.config = config
+        self._learning_rate_chosen = config.learning_rate is not None
         if config.learning_rate is not None:
             self.learning_rate = config.learning_rate
         self._sampler = None
@@ -242,10 +249,12 @@ class Trainer:
 
         Each call is a new run with its own learning-rate schedule, except the
         first call of a resuming trainer, which does only the steps its run
-        still lacks. A value sent into the generator must be ``(images,
-        annotations)`` and replaces the training data. When ``checkpoint_path``
-        is given, the model is saved there every ``checkpoint_every`` steps and
-        when the run ends (also after a stop request).
+        still lacks. A new run of fine-tuned weights peaks lower, unless the
+        learning rate was chosen (:func:`~.recipe.default_learning_rate`). A
+        value sent into the generator must be ``(images, annotations)`` and
+        replaces the training data. When ``checkpoint_path`` is given, the
+        model is saved there every ``checkpoint_every`` steps and when the run
+        ends (also after a stop request).
         """
         if self._sampler is None:
             raise RuntimeError("call set_data() before training")
@@ -256,6 +265,8 @@ class Trainer:
             self._resuming = False
         else:
             self.run_start_step = self.step
+            if self._fine_tuned and not self._learning_rate_chosen:
+                self.learning_rate = default_learning_rate(True, fine_tuned_before=True)
         offset = self.step - self.run_start_step
         total = max(0, run_total - offset)
         done, window_losses, window_start = 0, [], time.perf_counter()
@@ -283,6 +294,7 @@ class Trainer:
                 if new_data is not None:
                     self.set_data(*new_data)
         stopped = done < total
+        self._fine_tuned |= done > 0 and bool(self.config.keep_norm_statistics)
         self._stop.clear()  # here, not at the start: a Stop pressed before the first step counts
         path = save_checkpoint(checkpoint_path, self.checkpoint()) if checkpoint_path else None
         return TrainResult(step=self.step, steps_done=done, stopped=stopped, checkpoint_path=path)
