@@ -126,7 +126,6 @@ class Trainer:
         #: Whether the weights came out of sparse fine-tuning: a run that trains them
         #: again takes smaller steps, unless the learning rate was chosen.
         self._fine_tuned = checkpoint is not None and bool(checkpoint.config.keep_norm_statistics)
-        self._learning_rate_chosen = config.learning_rate is not None
         self.learning_rate = config.learning_rate or default_learning_rate(
             checkpoint is not None, fine_tuned_before=self._fine_tuned
         )
@@ -229,7 +228,6 @@ class Trainer:
         if config.keep_norm_statistics is None:  # this run's choice holds for the next ones
             config = replace(config, keep_norm_statistics=self.config.keep_norm_statistics)
         self.config = config
-        self._learning_rate_chosen = config.learning_rate is not None
         if config.learning_rate is not None:
             self.learning_rate = config.learning_rate
         self._sampler = None
@@ -265,7 +263,7 @@ class Trainer:
             self._resuming = False
         else:
             self.run_start_step = self.step
-            if self._fine_tuned and not self._learning_rate_chosen:
+            if self._fine_tuned and self.config.learning_rate is None:
                 self.learning_rate = default_learning_rate(True, fine_tuned_before=True)
         offset = self.step - self.run_start_step
         total = max(0, run_total - offset)
